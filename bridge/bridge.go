@@ -1,0 +1,267 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxbridge/wxbridge/rules"
+	"github.com/wxbridge/wxbridge/storage"
+	"github.com/wxbridge/wxbridge/wechat"
+)
+
+// Sender is the part of the WeChat client the bridge sends through.
+type Sender interface {
+	Send(ctx context.Context, app string, m wechat.Message) (msgid string, err error)
+}
+
+// Store is the state the bridge keeps. *storage.DB satisfies it.
+type Store interface {
+	sendStore
+	directory
+	outboxStore
+}
+
+// sendStore guards sends: reservations, outcomes, events done.
+type sendStore interface {
+	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
+	Complete(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
+	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
+	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
+	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
+}
+
+// directory answers who is who: bindings and roles.
+type directory interface {
+	Bind(ctx context.Context, b storage.Binding) (*storage.Binding, error)
+	Binding(ctx context.Context, app, userID string) (storage.Binding, bool, error)
+	RoleMembers(ctx context.Context, role, scope string) ([]storage.RoleGrant, error)
+}
+
+// outboxStore is the queue of messages to publish.
+type outboxStore interface {
+	Outbox(ctx context.Context, after uint64, max int) ([]storage.OutboxEntry, error)
+	DeleteOutbox(ctx context.Context, seqs ...uint64) error
+	OutboxReady() <-chan struct{}
+	Enqueue(ctx context.Context, msgs ...storage.OutboxMessage) error
+}
+
+// Config configures a Bridge. Zero fields take the defaults in
+// setDefaults.
+type Config struct {
+	// Conn is the NATS connection for publishing, commands and stream
+	// management. The event subscriber dials its own connection with
+	// Connect, because closing a watermill subscriber drains its connection.
+	Conn *nats.Conn
+	// Connect opens a new connection to the same server.
+	Connect func() (*nats.Conn, error)
+	Store   Store
+	WeChat  Sender
+	Logger  *slog.Logger
+
+	// EventStream is the stream of domain events; created with
+	// EventSubjects if it does not exist.
+	EventStream   string
+	EventSubjects []string
+	// Consumer is the durable consumer the bridge creates and binds to.
+	Consumer string
+	// EventPrefix is stripped from a subject to get the event type.
+	EventPrefix string
+	// OutputStream captures results, subscription changes and dead letters.
+	OutputStream string
+	// Prefix of the bridge's own subjects: Prefix.results.<type>,
+	// Prefix.subscriptions.<app>, Prefix.dead, Prefix.cmd.*.
+	Prefix string
+	// OutputMaxAge bounds how long results stay in the output stream.
+	OutputMaxAge time.Duration
+
+	// MaxInFlight is how many events are processed at once.
+	MaxInFlight int
+	// MaxSends bounds concurrent WeChat calls across all events.
+	MaxSends int
+	// AckWait is the JetStream ack wait of the consumer: how long an event
+	// may take before it is redelivered.
+	AckWait time.Duration
+	// MaxAttempts is how many times a recipient is tried on transient
+	// errors before it fails with retries_exhausted.
+	MaxAttempts int
+	// RetryBase and RetryMax bound the exponential redelivery backoff.
+	RetryBase, RetryMax time.Duration
+	// MaxEventBytes: larger events go to the dead-letter subject.
+	MaxEventBytes int
+	// ShutdownGrace is how long in-flight events may take after Run's
+	// context ends.
+	ShutdownGrace time.Duration
+
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.EventStream == "" {
+		c.EventStream = "EVENTS"
+	}
+	if len(c.EventSubjects) == 0 {
+		c.EventSubjects = []string{"events.>"}
+	}
+	if c.EventPrefix == "" {
+		c.EventPrefix = "events."
+	}
+	if c.Consumer == "" {
+		c.Consumer = "wxbridge"
+	}
+	if c.OutputStream == "" {
+		c.OutputStream = "WXBRIDGE"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "wxbridge"
+	}
+	if c.OutputMaxAge <= 0 {
+		c.OutputMaxAge = 7 * 24 * time.Hour
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 64
+	}
+	if c.MaxSends <= 0 {
+		c.MaxSends = 256
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = time.Minute
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 8
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = time.Second
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 2 * time.Minute
+	}
+	if c.MaxEventBytes <= 0 {
+		c.MaxEventBytes = 1 << 20
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 20 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports a configuration the bridge cannot run with.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Conn == nil {
+		errs = append(errs, errors.New("Conn is required"))
+	}
+	if c.Connect == nil {
+		errs = append(errs, errors.New("Connect is required"))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("Store is required"))
+	}
+	if c.WeChat == nil {
+		errs = append(errs, errors.New("WeChat is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Bridge is the pipeline. Create it with New and run it with Run.
+type Bridge struct {
+	cfg   Config
+	log   *slog.Logger
+	rules atomic.Pointer[rules.Set]
+	// owner identifies this process incarnation in pending send records: a
+	// pending record with another owner was left by a process that died.
+	owner string
+
+	sends    chan struct{} // semaphore of concurrent WeChat calls
+	openids  keyedMutex    // one send at a time per openid (WeChat answers 43108 otherwise)
+	inflight sync.Map      // event id -> struct{}: guards concurrent redeliveries
+	ready    atomic.Bool
+	handlers gate // event handlers running; closed at shutdown
+
+	jsOnce sync.Once
+	jsCtx  jetstream.JetStream
+}
+
+// New checks cfg and returns a Bridge with no rules; set them with SetRules.
+func New(cfg Config) (*Bridge, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bridge config: %w", err)
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	b := &Bridge{cfg: cfg, log: cfg.Logger, owner: hex.EncodeToString(id[:]),
+		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}}}
+	b.rules.Store(&rules.Set{})
+	return b, nil
+}
+
+// SetRules replaces the rules. Events already being processed finish with
+// the rules they started with.
+func (b *Bridge) SetRules(s *rules.Set) { b.rules.Store(s) }
+
+// Rules returns the rules in force.
+func (b *Bridge) Rules() *rules.Set { return b.rules.Load() }
+
+// Ready reports whether the bridge is consuming events.
+func (b *Bridge) Ready() bool { return b.ready.Load() && b.cfg.Conn.IsConnected() }
+
+// Run provisions the streams and the consumer, then consumes events and
+// commands until ctx ends. It then stops taking new events, lets in-flight
+// events finish within ShutdownGrace and returns nil.
+func (b *Bridge) Run(ctx context.Context) error {
+	if err := b.provision(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	pubCtx, stopPublisher := context.WithCancel(context.Background())
+	defer stopPublisher()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b.publishOutbox(pubCtx)
+	}()
+
+	stopCommands, err := b.serveCommands()
+	if err != nil {
+		return err
+	}
+	stopEvents, err := b.consumeEvents()
+	if err != nil {
+		stopCommands()
+		return err
+	}
+	b.ready.Store(true)
+	b.log.Info("bridge running", "stream", b.cfg.EventStream, "consumer", b.cfg.Consumer, "in_flight", b.cfg.MaxInFlight)
+
+	<-ctx.Done()
+	b.ready.Store(false)
+	b.log.Info("bridge stopping: finishing in-flight events", "grace", b.cfg.ShutdownGrace)
+	select {
+	case <-b.handlers.close():
+	case <-time.After(b.cfg.ShutdownGrace):
+		b.log.Warn("shutdown grace over; unfinished events will be redelivered")
+	}
+	stopEvents()
+	stopCommands()
+	// Publish what the last events queued before stopping the publisher.
+	b.flushOutbox(b.cfg.ShutdownGrace)
+	stopPublisher()
+	wg.Wait()
+	b.log.Info("bridge stopped")
+	return nil
+}

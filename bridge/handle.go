@@ -1,0 +1,156 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/wxbridge/wxbridge/rules"
+	"github.com/wxbridge/wxbridge/storage"
+)
+
+// task is one (rule, recipient) of an event.
+type task struct {
+	rule     *rules.Rule
+	rendered *rules.Rendered
+	// renderErr: the rule's data could not be rendered for this event; every
+	// recipient fails with invalid_data.
+	renderErr error
+	// specErr: the recipient spec itself could not be rendered.
+	specErr error
+	userID  string
+	openID  string
+	key     string
+}
+
+// retryLater nacks an event some of whose recipients will be retried.
+type retryLater struct{ pending int }
+
+func (e *retryLater) Error() string {
+	return fmt.Sprintf("%d recipients will be retried on redelivery", e.pending)
+}
+
+// handleEvent processes one delivery. A nil return acks the event; an
+// error nacks it with a backoff delay.
+func (b *Bridge) handleEvent(ctx context.Context, msg *message.Message) error {
+	ev, err := b.decodeEvent(msg)
+	var be *badEvent
+	if errors.As(err, &be) {
+		b.log.Warn("dead letter", "subject", msg.Metadata.Get(mdSubject), "stream_seq", msg.Metadata.Get(mdStreamSeq), "reason", be.reason)
+		return b.deadLetter(ctx, msg, be.reason)
+	}
+	if _, busy := b.inflight.LoadOrStore(ev.ID, struct{}{}); busy {
+		return errInFlight
+	}
+	defer b.inflight.Delete(ev.ID)
+	log := b.log.With("event_id", ev.ID, "event_type", ev.Type)
+
+	if _, done, err := b.cfg.Store.EventDone(ctx, ev.ID); err != nil {
+		return err
+	} else if done {
+		return b.reportDuplicates(ctx, ev, msg.Metadata.Get(mdStreamSeq)+"."+msg.Metadata.Get(mdDelivered))
+	}
+	matched := b.rules.Load().Match(ev)
+	if len(matched) == 0 {
+		log.Debug("no rule matches")
+		return nil
+	}
+	tasks, err := b.plan(ctx, ev, matched)
+	if err != nil {
+		return err
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		pending int
+		errs    []error
+	)
+	for _, t := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			final, err := b.deliver(ctx, log, ev, t)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if !final {
+				pending++
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if pending > 0 {
+		return &retryLater{pending}
+	}
+	return b.cfg.Store.MarkEventDone(ctx, ev.ID, ev.Type)
+}
+
+// plan resolves every matched rule's recipients into tasks. A user reached
+// twice by one rule (named, and through a role) gets one task.
+func (b *Bridge) plan(ctx context.Context, ev *rules.Event, matched []*rules.Rule) ([]task, error) {
+	var tasks []task
+	for _, r := range matched {
+		rendered, renderErr := r.Render(ev)
+		specs, specErr := r.Recipients(ev)
+		if specErr != nil {
+			tasks = append(tasks, task{rule: r, specErr: specErr, key: storage.SendKey(ev.ID, r.Name, "spec")})
+			continue
+		}
+		seen := map[string]bool{}
+		add := func(userID, openID string) {
+			rk := "u:" + userID
+			if userID == "" {
+				rk = "o:" + openID
+			}
+			if seen[rk] {
+				return
+			}
+			seen[rk] = true
+			tasks = append(tasks, task{rule: r, rendered: rendered, renderErr: renderErr,
+				userID: userID, openID: openID, key: storage.SendKey(ev.ID, r.Name, rk)})
+		}
+		for _, rc := range specs {
+			switch {
+			case rc.UserID != "":
+				add(rc.UserID, "")
+			case rc.OpenID != "":
+				add("", rc.OpenID)
+			case rc.Role != "":
+				members, err := b.cfg.Store.RoleMembers(ctx, rc.Role, rc.Scope)
+				if err != nil {
+					return nil, fmt.Errorf("members of role %s in %s: %w", rc.Role, rc.Scope, err)
+				}
+				for _, m := range members {
+					add(m.UserID, "")
+				}
+			}
+		}
+	}
+	return tasks, nil
+}
+
+// reportDuplicates answers an event that was already fully handled: each
+// of its recipients gets a skipped/duplicate result, and nothing is sent.
+func (b *Bridge) reportDuplicates(ctx context.Context, ev *rules.Event, delivery string) error {
+	recs, err := b.cfg.Store.EventSends(ctx, ev.ID)
+	if err != nil {
+		return err
+	}
+	msgs := make([]storage.OutboxMessage, 0, len(recs))
+	for _, rec := range recs {
+		rec.State, rec.Reason = storage.StateSkipped, reasonDuplicate
+		msgs = append(msgs, b.resultMessage(rec, "dup."+delivery))
+	}
+	b.log.Info("duplicate event: nothing sent", "event_id", ev.ID, "event_type", ev.Type, "recipients", len(recs))
+	return b.cfg.Store.Enqueue(ctx, msgs...)
+}
+
+func attemptsLeft(rec storage.SendRecord, max int) bool { return rec.Attempts < max }

@@ -1,0 +1,161 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/wxbridge/wxbridge/rules"
+	"github.com/wxbridge/wxbridge/storage"
+	"github.com/wxbridge/wxbridge/wechat"
+)
+
+// Result reasons (see the result payload in design.md).
+const (
+	reasonNotBound         = "not_bound"
+	reasonNotSubscribed    = "not_subscribed"
+	reasonRejected         = "rejected"
+	reasonDuplicate        = "duplicate"
+	reasonInvalidData      = "invalid_data"
+	reasonWeChatError      = "wechat_error"
+	reasonRetriesExhausted = "retries_exhausted"
+	// reasonInDoubt: a crash left the send in doubt and the rule's delivery
+	// is at_most_once, so it was not sent again.
+	reasonInDoubt = "in_doubt"
+)
+
+// deliver takes one (rule, recipient) of an event as far as it can go. It
+// reports whether the recipient now has a final outcome; an error means the
+// state could not be read or written and the event must be retried.
+func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event, t task) (final bool, err error) {
+	rec := storage.SendRecord{Key: t.key, EventID: ev.ID, EventType: ev.Type, Rule: t.rule.Name,
+		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID}
+	log = log.With("rule", t.rule.Name, "user_id", t.userID)
+
+	switch {
+	case t.specErr != nil:
+		log.Warn("recipient cannot be rendered", "err", t.specErr)
+		return b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.specErr.Error(), storage.KeepCredit)
+	case t.renderErr != nil:
+		log.Warn("data cannot be rendered", "err", t.renderErr)
+		return b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.renderErr.Error(), storage.KeepCredit)
+	}
+	if rec.OpenID == "" {
+		bnd, ok, err := b.cfg.Store.Binding(ctx, rec.App, rec.UserID)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return b.finish(ctx, rec, storage.StateSkipped, reasonNotBound, "", storage.KeepCredit)
+		}
+		rec.OpenID = bnd.OpenID
+	}
+
+	res, err := b.cfg.Store.Reserve(ctx, storage.ReserveRequest{
+		Record:        rec,
+		Owner:         b.owner,
+		CheckCredit:   t.rule.App.Subscriptions != rules.SubscriptionsWeChat,
+		Kind:          t.rule.Template.Kind,
+		ResendInDoubt: t.rule.Policy.Delivery != rules.AtMostOnce,
+	})
+	if err != nil {
+		return false, err
+	}
+	switch res.Outcome {
+	case storage.AlreadyFinal:
+		return true, nil
+	case storage.Busy:
+		return false, nil
+	case storage.NoCredit:
+		return b.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
+	case storage.InDoubt:
+		log.Warn("send left in doubt by a crash; at_most_once: not sending again")
+		res.Record.InDoubt = true
+		return b.finish(ctx, res.Record, storage.StateFailed, reasonInDoubt, "", storage.KeepCredit)
+	}
+	rec = res.Record
+	if rec.InDoubt {
+		log.Warn("send left in doubt by a crash; at_least_once: sending again")
+	}
+	msgid, sendErr := b.send(ctx, t.rendered, rec.OpenID)
+	return b.settle(ctx, log, rec, msgid, sendErr)
+}
+
+// send makes the WeChat call, one at a time per openid and within the
+// global bound on concurrent calls.
+func (b *Bridge) send(ctx context.Context, r *rules.Rendered, openid string) (string, error) {
+	unlock := b.openids.lock(openid)
+	defer unlock()
+	select {
+	case b.sends <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-b.sends }()
+	return b.cfg.WeChat.Send(ctx, r.App, wechat.Message{ToUser: openid, TemplateID: r.TemplateID, Page: r.Page,
+		Data: r.Data, State: r.State, Lang: r.Lang})
+}
+
+// settle records what WeChat answered.
+func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rec storage.SendRecord, msgid string, err error) (bool, error) {
+	var api *wechat.APIError
+	errors.As(err, &api)
+	if api != nil {
+		rec.ErrCode, rec.ErrMsg = api.Code, api.Msg
+	}
+	switch {
+	case err == nil:
+		rec.MsgID, rec.ErrCode, rec.ErrMsg = msgid, 0, "ok"
+		return b.finish(ctx, rec, storage.StateSent, "", "ok", storage.KeepCredit)
+	case errors.Is(err, wechat.ErrNotSubscribed):
+		return b.finish(ctx, rec, storage.StateFailed, reasonNotSubscribed, rec.ErrMsg, storage.ZeroCredits)
+	case errors.Is(err, wechat.ErrRecipient):
+		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+	case errors.Is(err, wechat.ErrConfig), errors.Is(err, wechat.ErrData):
+		log.Error("WeChat refused the message: fix the rules or the template", "errcode", rec.ErrCode, "err", err)
+		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+	case errors.Is(err, wechat.ErrTransient), errors.Is(err, wechat.ErrTokenInvalid), errors.Is(err, wechat.ErrTokenFetch):
+		if rec.ErrMsg == "" {
+			rec.ErrMsg = err.Error()
+		}
+		// A call that may have reached WeChat (a timeout after the request
+		// went out) keeps its credit and is in doubt: it may have been sent.
+		effect := storage.RefundCredit
+		if errors.Is(err, wechat.ErrUncertain) {
+			effect = storage.KeepCredit
+			rec.InDoubt = true
+		}
+		if !attemptsLeft(rec, b.cfg.MaxAttempts) {
+			log.Warn("giving up on recipient", "attempts", rec.Attempts, "err", err)
+			return b.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, effect)
+		}
+		log.Info("transient failure; will retry", "attempt", rec.Attempts, "err", err)
+		return b.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect)
+	default:
+		if rec.ErrMsg == "" {
+			rec.ErrMsg = err.Error()
+		}
+		log.Error("send failed", "err", err)
+		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+	}
+}
+
+// finish stores a state for rec and, when it is final, queues its result in
+// the same transaction. It reports whether the state is final.
+func (b *Bridge) finish(ctx context.Context, rec storage.SendRecord, state, reason, errmsg string, effect storage.CreditEffect) (bool, error) {
+	rec.State, rec.Reason = state, reason
+	if errmsg != "" {
+		rec.ErrMsg = errmsg
+	}
+	var build func(storage.SendRecord) []storage.OutboxMessage
+	if storage.Final(state) {
+		build = func(r storage.SendRecord) []storage.OutboxMessage {
+			return []storage.OutboxMessage{b.resultMessage(r, "")}
+		}
+	}
+	saved, _, err := b.cfg.Store.Complete(ctx, rec, effect, build)
+	if err != nil {
+		return false, err
+	}
+	return storage.Final(saved.State), nil
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wxbridge/wxbridge/bridge"
+	"github.com/wxbridge/wxbridge/internal/embednats"
+	"github.com/wxbridge/wxbridge/rules"
+	"github.com/wxbridge/wxbridge/storage"
+	"github.com/wxbridge/wxbridge/wechat"
+	"github.com/wxbridge/wxbridge/wechat/wechattest"
+)
+
+// serveConfig is everything `serve` is configured with.
+type serveConfig struct {
+	RulesPath  string
+	NATSURL    string // "" starts an embedded server
+	NATSListen string // client address of the embedded server ("" = in-process only)
+	DataDir    string
+	Listen     string
+	WeChatAPI  string
+	Emulator   bool
+	Bridge     bridge.Config
+	Logger     *slog.Logger
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("serve", stderr, "serve [flags]")
+	cfg := serveConfig{Logger: newLogger(stderr)}
+	f.StringVar(&cfg.RulesPath, "rules", envOr("WXBRIDGE_RULES", "rules.yaml"), "rules file (env WXBRIDGE_RULES)")
+	f.StringVar(&cfg.NATSURL, "nats", envOr("WXBRIDGE_NATS_URL", ""), "NATS server URL; empty starts an embedded server (env WXBRIDGE_NATS_URL)")
+	f.StringVar(&cfg.NATSListen, "nats-listen", envOr("WXBRIDGE_NATS_LISTEN", "127.0.0.1:4222"), "client address of the embedded NATS server; empty for in-process only (env WXBRIDGE_NATS_LISTEN)")
+	f.StringVar(&cfg.DataDir, "data", envOr("WXBRIDGE_DATA", "./data"), "data directory: bbolt file and embedded NATS store (env WXBRIDGE_DATA)")
+	f.StringVar(&cfg.Listen, "listen", envOr("WXBRIDGE_LISTEN", "127.0.0.1:8080"), "HTTP address: callbacks, health, metrics, admin (env WXBRIDGE_LISTEN)")
+	f.StringVar(&cfg.WeChatAPI, "wechat-api", envOr("WXBRIDGE_WECHAT_API", wechat.DefaultBaseURL), "WeChat API base URL (env WXBRIDGE_WECHAT_API)")
+	emu := f.boolean("emulator", "WXBRIDGE_EMULATOR", false, "run the WeChat emulator in-process and send to it")
+	inflight := f.integer("max-in-flight", "WXBRIDGE_MAX_IN_FLIGHT", 64, "events processed at once")
+	sends := f.integer("max-sends", "WXBRIDGE_MAX_SENDS", 256, "concurrent WeChat calls")
+	attempts := f.integer("max-attempts", "WXBRIDGE_MAX_ATTEMPTS", 8, "tries per recipient on transient WeChat errors")
+	ackWait := f.duration("ack-wait", "WXBRIDGE_ACK_WAIT", time.Minute, "JetStream ack wait of the event consumer")
+	grace := f.duration("shutdown-grace", "WXBRIDGE_SHUTDOWN_GRACE", 20*time.Second, "time in-flight events get to finish at shutdown")
+	if pos, err := f.parse(args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected arguments %q", pos)
+	}
+	cfg.Emulator = *emu
+	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait, ShutdownGrace: *grace}
+
+	svc, err := startService(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return svc.run(ctx)
+}
+
+// service is a running wxbridge: the composition root of `serve`.
+type service struct {
+	cfg    serveConfig
+	log    *slog.Logger
+	ns     *embednats.Server
+	nc     *nats.Conn
+	db     *storage.DB
+	wx     *wechat.Client
+	emu    *wechattest.Emulator
+	bridge *bridge.Bridge
+	ln     net.Listener
+	http   *http.Server
+}
+
+// startService opens everything serve needs. On error, whatever was opened
+// is closed again.
+func startService(ctx context.Context, cfg serveConfig) (svc *service, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	set, err := rules.Load(cfg.RulesPath)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	s := &service{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	mux := http.NewServeMux()
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	apiURL := cfg.WeChatAPI
+	if cfg.Emulator {
+		s.emu = wechattest.New(wechattest.Options{AutoUsers: true})
+		mux.Handle("/emulator/", http.StripPrefix("/emulator", s.emu))
+		apiURL = "http://" + s.ln.Addr().String() + "/emulator"
+		log.Info("WeChat emulator running in-process", "url", apiURL)
+	}
+
+	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix)}); err != nil {
+		return nil, err
+	}
+	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.db, Logger: log.With("component", "wechat")}); err != nil {
+		return nil, &usageError{err}
+	}
+
+	connect := func() (*nats.Conn, error) {
+		return nats.Connect(cfg.NATSURL, nats.Name("wxbridge"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
+	}
+	if cfg.NATSURL == "" {
+		s.ns, err = embednats.Start(embednats.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		connect = func() (*nats.Conn, error) { return s.ns.Connect() }
+		if u := s.ns.ClientURL(); u != "" {
+			log.Info("embedded NATS server running", "url", u)
+		}
+	}
+	if s.nc, err = connect(); err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+
+	bc := cfg.Bridge
+	bc.Conn, bc.Connect, bc.Store, bc.WeChat, bc.Logger = s.nc, connect, s.db, s.wx, log
+	if s.bridge, err = bridge.New(bc); err != nil {
+		return nil, err
+	}
+	s.applyRules(set)
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.bridge.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return s, nil
+}
+
+// applyRules puts a rule set in force: the WeChat client learns its apps,
+// the emulator its templates, and the bridge its rules.
+func (s *service) applyRules(set *rules.Set) {
+	for name, a := range set.Apps {
+		mode := wechat.TokenStable
+		if a.TokenMode == "token" {
+			mode = wechat.TokenLegacy
+		}
+		s.wx.SetApp(name, wechat.App{AppID: a.AppID, Secret: a.Secret, TokenMode: mode})
+	}
+	if s.emu != nil {
+		configureEmulator(s.emu, set)
+	}
+	s.bridge.SetRules(set)
+	s.log.Info("rules in force", "file", set.File, "apps", len(set.Apps), "templates", len(set.Templates), "rules", len(set.Rules))
+}
+
+// run serves until ctx ends, then shuts down in order: stop taking events,
+// finish in-flight ones, stop HTTP, close NATS and the database.
+func (s *service) run(ctx context.Context) error {
+	defer s.close()
+	httpErr := make(chan error, 1)
+	go func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			httpErr <- err
+		}
+		close(httpErr)
+	}()
+	s.log.Info("listening", "addr", s.ln.Addr().String())
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bridgeErr := make(chan error, 1)
+	go func() { bridgeErr <- s.bridge.Run(runCtx) }()
+
+	var err error
+	select {
+	case err = <-bridgeErr:
+		bridgeErr = nil
+	case err = <-httpErr:
+		err = fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	cancel()
+	if bridgeErr != nil {
+		if berr := <-bridgeErr; err == nil {
+			err = berr
+		}
+	}
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = s.http.Shutdown(shutCtx)
+	return err
+}
+
+func (s *service) close() {
+	if s.http != nil {
+		_ = s.http.Close()
+	} else if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.ns != nil {
+		s.ns.Shutdown()
+	}
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			s.log.Warn("close database", "err", err)
+		}
+	}
+}

@@ -1,0 +1,309 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout this code reads and writes. Open refuses a
+// database written by a newer version and migrates an older one.
+const SchemaVersion = 1
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketBindings  = []byte("bindings") // user \x00 app -> Binding
+	bucketOpenIDs   = []byte("openids")  // app \x00 openid -> user
+	bucketTokens    = []byte("tokens")   // key -> token
+	bucketSends     = []byte("sends")    // send key -> SendRecord
+	bucketSendsTime = []byte("sends_by_time")
+	bucketMsgIDs    = []byte("msgids")   // msgid -> send key
+	bucketEvents    = []byte("events")   // event id -> EventRecord
+	bucketOutbox    = []byte("outbox")   // seq -> OutboxMessage
+	bucketLedger    = []byte("ledger")   // app \x00 openid \x00 template -> Subscription
+	bucketRoles     = []byte("roles")    // role \x00 scope \x00 user -> RoleGrant
+	bucketUserRoles = []byte("uroles")   // user \x00 role \x00 scope -> RoleGrant
+	bucketCallbacks = []byte("pushes")   // callback dedupe key -> seen at
+	bucketSchedule  = []byte("schedule") // due time \x00 key -> deferred work
+
+	allBuckets = [][]byte{bucketMeta, bucketBindings, bucketOpenIDs, bucketTokens, bucketSends, bucketSendsTime,
+		bucketMsgIDs, bucketEvents, bucketOutbox, bucketLedger, bucketRoles, bucketUserRoles, bucketCallbacks, bucketSchedule}
+
+	keySchema = []byte("schema_version")
+)
+
+// ErrLocked means another process has the database open.
+var ErrLocked = errors.New("database is locked by another process (is another wxbridge running?)")
+
+// Options configure Open.
+type Options struct {
+	// LockTimeout is how long Open waits for the file lock. Default 2s.
+	LockTimeout time.Duration
+	// NoSync skips fsync: only for tests and benchmarks of code above storage.
+	NoSync bool
+	// LedgerHook announces every ledger change through the outbox.
+	LedgerHook LedgerHook
+	Now        func() time.Time
+}
+
+// DB is wxbridge's state in one bbolt file. Safe for concurrent use.
+//
+// Writes from concurrent goroutines share transactions: a writer goroutine
+// commits everything that queued while the previous commit ran, so hundreds
+// of concurrent sends pay for a few fsyncs, not hundreds.
+type DB struct {
+	bolt        *bolt.DB
+	now         func() time.Time
+	ledgerHook  LedgerHook
+	outboxReady chan struct{}
+	outboxSeq   uint64 // writer goroutine only
+	writes      chan *write
+	done        chan struct{}
+	wg          sync.WaitGroup
+
+	mu     sync.RWMutex // held for reading while queueing a write
+	closed bool
+}
+
+type write struct {
+	fn  func(*bolt.Tx) error
+	err chan error
+}
+
+// Open opens or creates the database at path.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db := &DB{bolt: b, now: opts.Now, ledgerHook: opts.LedgerHook, outboxReady: make(chan struct{}, 1),
+		writes: make(chan *write, 4096), done: make(chan struct{})}
+	if err := b.Update(db.migrate); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.wg.Add(1)
+	go db.writer()
+	return db, nil
+}
+
+func (db *DB) migrate(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	v := meta.Get(keySchema)
+	switch {
+	case v == nil:
+		return meta.Put(keySchema, u64(SchemaVersion))
+	case binary.BigEndian.Uint64(v) > SchemaVersion:
+		return fmt.Errorf("schema version %d is newer than this wxbridge understands (%d)", binary.BigEndian.Uint64(v), SchemaVersion)
+	}
+	return nil
+}
+
+// Close waits for queued writes and closes the file.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	db.mu.Unlock()
+	close(db.done)
+	db.wg.Wait()
+	return db.bolt.Close()
+}
+
+// Path is the file the database lives in.
+func (db *DB) Path() string { return db.bolt.Path() }
+
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("storage: database closed")
+
+// update runs fn in a read-write transaction shared with other concurrent
+// writers. fn may run more than once (when a transaction it shared failed
+// because of another writer), so it must not have effects outside tx.
+func (db *DB) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	w := &write{fn: fn, err: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case db.writes <- w:
+	case <-ctx.Done():
+		db.mu.RUnlock()
+		return ctx.Err()
+	}
+	db.mu.RUnlock()
+	// Once queued, the write will run: wait for it even if ctx ends, so the
+	// caller never mistakes a committed write for a failed one.
+	return <-w.err
+}
+
+func (db *DB) view(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }
+
+const maxGroup = 512
+
+func (db *DB) writer() {
+	defer db.wg.Done()
+	group := make([]*write, 0, maxGroup)
+	for {
+		group = group[:0]
+		select {
+		case w := <-db.writes:
+			group = append(group, w)
+		case <-db.done:
+			// Close holds off new writes before it closes done, so what is
+			// queued now is all there will be.
+			for len(db.writes) > 0 {
+				group = append(group, <-db.writes)
+			}
+			if len(group) > 0 {
+				db.commit(group)
+			}
+			return
+		}
+	fill:
+		for len(group) < maxGroup {
+			select {
+			case w := <-db.writes:
+				group = append(group, w)
+			default:
+				break fill
+			}
+		}
+		db.commit(group)
+	}
+}
+
+// commit runs a group in one transaction. If any function fails, the group
+// is rolled back and each function is retried in a transaction of its own so
+// that one bad write does not fail its neighbours.
+func (db *DB) commit(group []*write) {
+	defer db.signalOutbox()
+	var failed bool
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, w := range group {
+			if err := w.fn(tx); err != nil {
+				failed = true
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		for _, w := range group {
+			w.err <- nil
+		}
+		return
+	}
+	if !failed || len(group) == 1 {
+		for _, w := range group {
+			w.err <- err
+		}
+		return
+	}
+	for _, w := range group {
+		w.err <- db.bolt.Update(w.fn)
+	}
+}
+
+// signalOutbox wakes the outbox publisher if the last commits queued
+// messages.
+func (db *DB) signalOutbox() {
+	var seq uint64
+	_ = db.bolt.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketOutbox).Sequence()
+		return nil
+	})
+	if seq == db.outboxSeq {
+		return
+	}
+	db.outboxSeq = seq
+	select {
+	case db.outboxReady <- struct{}{}:
+	default:
+	}
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// key joins parts with NUL, which no id contains, so prefixes are exact.
+func key(parts ...string) []byte {
+	n := len(parts)
+	for _, p := range parts {
+		n += len(p)
+	}
+	b := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, p...)
+	}
+	return b
+}
+
+func prefix(parts ...string) []byte { return append(key(parts...), 0) }
+
+func getJSON(b *bolt.Bucket, k []byte, v any) (bool, error) {
+	data := b.Get(k)
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return true, fmt.Errorf("decode record %q: %w", printable(k), err)
+	}
+	return true, nil
+}
+
+// printable shows a key with its NUL separators as "/".
+func printable(k []byte) string {
+	out := make([]byte, len(k))
+	for i, c := range k {
+		if c == 0 {
+			c = '/'
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode record %q: %w", printable(k), err)
+	}
+	return b.Put(k, data)
+}

@@ -1,0 +1,275 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Subscription statuses, kinds and sources of change.
+const (
+	StatusAccept = "accept"
+	StatusReject = "reject"
+	StatusBan    = "ban"
+
+	KindOneTime  = "one_time"
+	KindLongTerm = "long_term"
+
+	SourcePopup  = "popup"  // subscribe_msg_popup_event push
+	SourceChange = "change" // subscribe_msg_change_event push
+	SourceClient = "client" // wx.requestSubscribeMessage result reported by the app's backend
+	SourceSend   = "send"   // a send consumed a credit
+	SourceRefund = "refund" // a send WeChat did not count gave its credit back
+	SourceWeChat = "wechat" // WeChat answered 43101: no credit left
+)
+
+// ReconcileWindow is how far apart a client report and a popup push of the
+// same accept may be and still count as one accept.
+const ReconcileWindow = 10 * time.Minute
+
+// Subscription is what the ledger knows about one user and one template.
+//
+// One-time templates: each accept is worth one send and accepts add up; a
+// reject or ban ends the subscription (credits drop to zero). Long-term
+// templates have no count, only a status.
+//
+// The same accept can reach wxbridge twice: from the popup push and from the
+// client's report of wx.requestSubscribeMessage. Each accept is remembered
+// for ReconcileWindow with its source; an accept from the other channel
+// within that window pairs with it instead of adding a credit. Accepts from
+// the same channel never pair: a user who accepts twice gets two credits.
+type Subscription struct {
+	App        string    `json:"app"`
+	OpenID     string    `json:"openid"`
+	UserID     string    `json:"user_id,omitempty"`
+	TemplateID string    `json:"template_id"`
+	Status     string    `json:"status"`
+	Kind       string    `json:"kind"`
+	Credits    int       `json:"credits"`
+	Source     string    `json:"source"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	// Unpaired holds recent accepts waiting for their twin from the other
+	// channel.
+	Unpaired []AcceptMark `json:"unpaired,omitempty"`
+}
+
+// AcceptMark is one recent accept and the channel it came by.
+type AcceptMark struct {
+	Source string    `json:"source"`
+	At     time.Time `json:"at"`
+}
+
+// Usable reports whether a send may go out now, and if not, the reason
+// wxbridge reports: "rejected" or "not_subscribed".
+func (s Subscription) Usable() (ok bool, reason string) {
+	switch {
+	case s.Status == StatusReject || s.Status == StatusBan:
+		return false, "rejected"
+	case s.Status != StatusAccept:
+		return false, "not_subscribed"
+	case s.Kind == KindLongTerm:
+		return true, ""
+	case s.Credits > 0:
+		return true, ""
+	}
+	return false, "not_subscribed"
+}
+
+// SubscriptionChange is one thing a user did to a subscription.
+type SubscriptionChange struct {
+	App        string
+	OpenID     string
+	TemplateID string
+	Status     string // accept, reject or ban
+	Kind       string // one_time or long_term; "" keeps what is known (one_time if nothing)
+	Source     string // SourcePopup, SourceChange or SourceClient
+	At         time.Time
+}
+
+// LedgerHook turns a ledger change into messages to publish. It runs inside
+// the transaction that makes the change, so the change and its
+// announcement commit together. It must be pure.
+type LedgerHook func(Subscription) []OutboxMessage
+
+// ApplySubscription records a change made by the user. It returns the
+// subscription afterwards and whether anything changed.
+func (db *DB) ApplySubscription(ctx context.Context, ch SubscriptionChange) (Subscription, bool, error) {
+	if ch.App == "" || ch.OpenID == "" || ch.TemplateID == "" {
+		return Subscription{}, false, fmt.Errorf("apply subscription: %w: app, openid and template_id are required", ErrInvalid)
+	}
+	switch ch.Status {
+	case StatusAccept, StatusReject, StatusBan:
+	default:
+		return Subscription{}, false, fmt.Errorf("apply subscription %s: %w: status %q", ch.TemplateID, ErrInvalid, ch.Status)
+	}
+	if ch.At.IsZero() {
+		ch.At = db.now()
+	}
+	var out Subscription
+	var changed bool
+	err := db.update(ctx, func(tx *bolt.Tx) error {
+		s, _, err := db.loadSubscription(tx, ch.App, ch.OpenID, ch.TemplateID)
+		if err != nil {
+			return err
+		}
+		before := s
+		applyChange(&s, ch, db.now())
+		changed = !sameSubscription(before, s)
+		out = s
+		if !changed {
+			return nil
+		}
+		return db.saveSubscription(tx, s)
+	})
+	if err != nil {
+		return Subscription{}, false, fmt.Errorf("apply %s of %s for %s: %w", ch.Status, ch.TemplateID, ch.OpenID, err)
+	}
+	return out, changed, nil
+}
+
+func applyChange(s *Subscription, ch SubscriptionChange, now time.Time) {
+	if ch.Kind != "" {
+		s.Kind = ch.Kind
+	}
+	if s.Kind == "" {
+		s.Kind = KindOneTime
+	}
+	// Forget accepts too old to pair with anything.
+	kept := s.Unpaired[:0]
+	for _, m := range s.Unpaired {
+		if now.Sub(m.At) <= ReconcileWindow {
+			kept = append(kept, m)
+		}
+	}
+	s.Unpaired = kept
+
+	switch ch.Status {
+	case StatusAccept:
+		s.Status = StatusAccept
+		if s.Kind == KindLongTerm {
+			break
+		}
+		if i := twin(s.Unpaired, ch); i >= 0 {
+			s.Unpaired = append(s.Unpaired[:i], s.Unpaired[i+1:]...)
+			return // the same accept, heard twice: no new credit, source stays
+		}
+		s.Credits++
+		if ch.Source == SourcePopup || ch.Source == SourceClient {
+			s.Unpaired = append(s.Unpaired, AcceptMark{Source: ch.Source, At: ch.At})
+		}
+	case StatusReject, StatusBan:
+		s.Status = ch.Status
+		s.Credits = 0
+		s.Unpaired = nil
+	}
+	s.Source = ch.Source
+	s.UpdatedAt = now.UTC()
+}
+
+// twin finds the unpaired accept from the other channel that ch repeats.
+func twin(marks []AcceptMark, ch SubscriptionChange) int {
+	other := ""
+	switch ch.Source {
+	case SourcePopup:
+		other = SourceClient
+	case SourceClient:
+		other = SourcePopup
+	default:
+		return -1
+	}
+	best, bestGap := -1, ReconcileWindow+1
+	for i, m := range marks {
+		if m.Source != other {
+			continue
+		}
+		gap := ch.At.Sub(m.At)
+		if gap < 0 {
+			gap = -gap
+		}
+		if gap <= ReconcileWindow && gap < bestGap {
+			best, bestGap = i, gap
+		}
+	}
+	return best
+}
+
+func sameSubscription(a, b Subscription) bool {
+	if a.Status != b.Status || a.Kind != b.Kind || a.Credits != b.Credits || len(a.Unpaired) != len(b.Unpaired) {
+		return false
+	}
+	for i := range a.Unpaired {
+		if a.Unpaired[i] != b.Unpaired[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Subscription returns the ledger entry for one user and template.
+func (db *DB) Subscription(_ context.Context, app, openid, templateID string) (Subscription, bool, error) {
+	var s Subscription
+	var found bool
+	err := db.view(func(tx *bolt.Tx) error {
+		var err error
+		s, found, err = db.loadSubscription(tx, app, openid, templateID)
+		return err
+	})
+	return s, found, err
+}
+
+// Subscriptions lists a user's ledger entries in app.
+func (db *DB) Subscriptions(_ context.Context, app, openid string) ([]Subscription, error) {
+	var out []Subscription
+	err := db.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLedger)
+		p := prefix(app, openid)
+		c := b.Cursor()
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			var s Subscription
+			if _, err := getJSON(b, k, &s); err != nil {
+				return err
+			}
+			s.UserID = string(tx.Bucket(bucketOpenIDs).Get(key(app, openid)))
+			out = append(out, s)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (db *DB) loadSubscription(tx *bolt.Tx, app, openid, templateID string) (Subscription, bool, error) {
+	s := Subscription{App: app, OpenID: openid, TemplateID: templateID}
+	found, err := getJSON(tx.Bucket(bucketLedger), key(app, openid, templateID), &s)
+	s.App, s.OpenID, s.TemplateID = app, openid, templateID
+	return s, found, err
+}
+
+// saveSubscription writes s and queues its announcement in the same
+// transaction.
+func (db *DB) saveSubscription(tx *bolt.Tx, s Subscription) error {
+	s.UserID = string(tx.Bucket(bucketOpenIDs).Get(key(s.App, s.OpenID)))
+	if err := putJSON(tx.Bucket(bucketLedger), key(s.App, s.OpenID, s.TemplateID), s); err != nil {
+		return err
+	}
+	if db.ledgerHook == nil {
+		return nil
+	}
+	return appendOutbox(tx, db.ledgerHook(s)...)
+}
+
+// adjustCredit applies a send's effect on the ledger inside tx.
+func (db *DB) adjustCredit(tx *bolt.Tx, app, openid, templateID string, fn func(*Subscription) bool, source string) error {
+	s, _, err := db.loadSubscription(tx, app, openid, templateID)
+	if err != nil {
+		return err
+	}
+	if !fn(&s) {
+		return nil
+	}
+	s.Source = source
+	s.UpdatedAt = db.now().UTC()
+	return db.saveSubscription(tx, s)
+}

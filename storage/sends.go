@@ -1,0 +1,389 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Send record states. Pending and Retry are not final: the event that owns
+// the record is not acked until every record is final.
+const (
+	StatePending = "pending" // reserved; the WeChat call may be under way
+	StateRetry   = "retry"   // the last attempt failed transiently; the credit was given back
+	StateSent    = "sent"
+	StateSkipped = "skipped"
+	StateFailed  = "failed"
+)
+
+// Final reports whether a state is an outcome.
+func Final(state string) bool {
+	return state == StateSent || state == StateSkipped || state == StateFailed
+}
+
+// SendRecord is the idempotency guard of one (event, rule, recipient).
+type SendRecord struct {
+	Key        string `json:"key"`
+	EventID    string `json:"event_id"`
+	EventType  string `json:"event_type"`
+	Rule       string `json:"rule"`
+	App        string `json:"app"`
+	TemplateID string `json:"template_id"`
+	UserID     string `json:"user_id,omitempty"`
+	OpenID     string `json:"openid,omitempty"`
+
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	ErrCode  int    `json:"errcode,omitempty"`
+	ErrMsg   string `json:"errmsg,omitempty"`
+	MsgID    string `json:"msgid,omitempty"`
+	Attempts int    `json:"attempts"`
+	// CreditTaken: this record holds one of the user's one-time credits.
+	CreditTaken bool `json:"credit_taken,omitempty"`
+	// InDoubt: a process died while this record was pending, so WeChat may
+	// or may not have received an earlier attempt.
+	InDoubt bool `json:"in_doubt,omitempty"`
+	// Owner is the process incarnation that holds a pending record.
+	Owner string `json:"owner,omitempty"`
+	// Delivery is "delivered" or "undelivered" once WeChat reports it.
+	Delivery string `json:"delivery,omitempty"`
+
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// SendKey is the idempotency key of one (event, rule, recipient).
+func SendKey(eventID, rule, recipient string) string {
+	return string(key(eventID, rule, recipient))
+}
+
+// Reservation outcomes.
+type Reservation int
+
+const (
+	// Reserved: the record is pending and owned by the caller; send now.
+	Reserved Reservation = iota
+	// AlreadyFinal: the record has an outcome; do not send.
+	AlreadyFinal
+	// InDoubt: another process died holding the record and the caller did not
+	// ask to resend. Nothing was changed.
+	InDoubt
+	// NoCredit: the ledger does not allow the send. Nothing was changed; the
+	// reason is in Result.Reason.
+	NoCredit
+	// Busy: this process already holds the record (a concurrent redelivery).
+	Busy
+)
+
+// ReserveRequest asks to reserve one send.
+type ReserveRequest struct {
+	// Record carries the identity of the send: Key and the event, rule,
+	// app, template and recipient fields.
+	Record SendRecord
+	// Owner identifies this process incarnation.
+	Owner string
+	// CheckCredit consults (and for one-time templates consumes) the ledger.
+	CheckCredit bool
+	// Kind of the template: one_time or long_term.
+	Kind string
+	// ResendInDoubt takes over a record another process left pending
+	// (delivery at_least_once). Otherwise such a record yields InDoubt.
+	ResendInDoubt bool
+}
+
+// ReserveResult is what Reserve decided.
+type ReserveResult struct {
+	Outcome Reservation
+	Record  SendRecord
+	Reason  string // for NoCredit
+}
+
+// Reserve decides, in one transaction, whether a send may go out and if so
+// writes its pending record and consumes the user's credit.
+func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, error) {
+	var res ReserveResult
+	err := db.update(ctx, func(tx *bolt.Tx) error {
+		res = ReserveResult{}
+		sends := tx.Bucket(bucketSends)
+		k := []byte(req.Record.Key)
+		var rec SendRecord
+		found, err := getJSON(sends, k, &rec)
+		if err != nil {
+			return err
+		}
+		now := db.now().UTC()
+		switch {
+		case found && Final(rec.State):
+			res = ReserveResult{Outcome: AlreadyFinal, Record: rec}
+			return nil
+		case found && rec.State == StatePending && rec.Owner == req.Owner:
+			res = ReserveResult{Outcome: Busy, Record: rec}
+			return nil
+		case found && rec.State == StatePending:
+			if !req.ResendInDoubt {
+				res = ReserveResult{Outcome: InDoubt, Record: rec}
+				return nil
+			}
+			// The credit the dead process took stays taken: it pays for this
+			// attempt.
+			rec.InDoubt = true
+			rec.Owner = req.Owner
+			rec.Attempts++
+			rec.UpdatedAt = now
+			res = ReserveResult{Outcome: Reserved, Record: rec}
+			return putJSON(sends, k, rec)
+		case !found:
+			rec = req.Record
+			rec.CreatedAt = now
+		}
+		// A new record, or one whose last attempt failed transiently.
+		if req.CheckCredit && !rec.CreditTaken {
+			s, _, err := db.loadSubscription(tx, rec.App, rec.OpenID, rec.TemplateID)
+			if err != nil {
+				return err
+			}
+			if req.Kind != "" {
+				s.Kind = req.Kind
+			}
+			if ok, reason := s.Usable(); !ok {
+				res = ReserveResult{Outcome: NoCredit, Record: rec, Reason: reason}
+				return nil
+			}
+			if s.Kind != KindLongTerm {
+				s.Credits--
+				s.Source = SourceSend
+				s.UpdatedAt = now
+				if err := db.saveSubscription(tx, s); err != nil {
+					return err
+				}
+				rec.CreditTaken = true
+			}
+		}
+		rec.State = StatePending
+		rec.Owner = req.Owner
+		rec.Attempts++
+		rec.UpdatedAt = now
+		res = ReserveResult{Outcome: Reserved, Record: rec}
+		if !found {
+			if err := tx.Bucket(bucketSendsTime).Put(timeKey(now, rec.Key), nil); err != nil {
+				return err
+			}
+		}
+		return putJSON(sends, k, rec)
+	})
+	if err != nil {
+		return ReserveResult{}, fmt.Errorf("reserve send %s: %w", printable([]byte(req.Record.Key)), err)
+	}
+	return res, nil
+}
+
+// CreditEffect is what an outcome does to the credit a record holds.
+type CreditEffect int
+
+const (
+	// KeepCredit: WeChat counted the send (or may have).
+	KeepCredit CreditEffect = iota
+	// RefundCredit: WeChat did not count it; give the credit back.
+	RefundCredit
+	// ZeroCredits: WeChat answered 43101; the user has nothing left.
+	ZeroCredits
+)
+
+// Complete records an outcome (or a transient failure, StateRetry), applies
+// its effect on the ledger and queues what build returns for the stored
+// record, in one transaction. build may be nil; it must be pure. rec must carry the identity fields; a record that Reserve
+// never saw (a recipient skipped before reserving) is created.
+//
+// An outcome is never overwritten: if the record is already final, nothing
+// changes, nothing is queued, and the stored record is returned with
+// applied false.
+func (db *DB) Complete(ctx context.Context, rec SendRecord, effect CreditEffect, build func(SendRecord) []OutboxMessage) (saved SendRecord, applied bool, err error) {
+	err = db.update(ctx, func(tx *bolt.Tx) error {
+		sends := tx.Bucket(bucketSends)
+		k := []byte(rec.Key)
+		now := db.now().UTC()
+		var cur SendRecord
+		found, err := getJSON(sends, k, &cur)
+		if err != nil {
+			return err
+		}
+		if found && Final(cur.State) {
+			saved, applied = cur, false
+			return nil
+		}
+		next := rec
+		if found {
+			next.CreatedAt = cur.CreatedAt
+			next.CreditTaken = cur.CreditTaken
+			next.InDoubt = cur.InDoubt || rec.InDoubt
+			if next.Attempts < cur.Attempts {
+				next.Attempts = cur.Attempts
+			}
+		} else {
+			next.CreatedAt = now
+			if err := tx.Bucket(bucketSendsTime).Put(timeKey(now, rec.Key), nil); err != nil {
+				return err
+			}
+		}
+		next.UpdatedAt = now
+		if Final(next.State) || next.State == StateRetry {
+			next.Owner = ""
+		}
+		switch effect {
+		case RefundCredit:
+			if next.CreditTaken {
+				next.CreditTaken = false
+				err = db.adjustCredit(tx, next.App, next.OpenID, next.TemplateID, func(s *Subscription) bool {
+					if s.Status != StatusAccept || s.Kind == KindLongTerm {
+						return false // a reject since then ended the subscription
+					}
+					s.Credits++
+					return true
+				}, SourceRefund)
+			}
+		case ZeroCredits:
+			next.CreditTaken = false
+			err = db.adjustCredit(tx, next.App, next.OpenID, next.TemplateID, func(s *Subscription) bool {
+				if s.Kind == KindLongTerm {
+					if s.Status == StatusReject {
+						return false
+					}
+					s.Status = StatusReject
+					return true
+				}
+				if s.Credits == 0 && len(s.Unpaired) == 0 {
+					return false
+				}
+				s.Credits = 0
+				s.Unpaired = nil
+				return true
+			}, SourceWeChat)
+		}
+		if err != nil {
+			return err
+		}
+		if next.MsgID != "" {
+			if err := tx.Bucket(bucketMsgIDs).Put([]byte(next.MsgID), k); err != nil {
+				return err
+			}
+		}
+		if err := putJSON(sends, k, next); err != nil {
+			return err
+		}
+		saved, applied = next, true
+		if build == nil {
+			return nil
+		}
+		return appendOutbox(tx, build(next)...)
+	})
+	if err != nil {
+		return SendRecord{}, false, fmt.Errorf("record %s of %s: %w", rec.State, printable([]byte(rec.Key)), err)
+	}
+	return saved, applied, nil
+}
+
+// Send returns the record stored under key.
+func (db *DB) Send(_ context.Context, k string) (SendRecord, bool, error) {
+	var rec SendRecord
+	var found bool
+	err := db.view(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bucketSends), []byte(k), &rec)
+		return err
+	})
+	return rec, found, err
+}
+
+// EventSends lists the send records of one event.
+func (db *DB) EventSends(_ context.Context, eventID string) ([]SendRecord, error) {
+	var out []SendRecord
+	err := db.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSends)
+		p := prefix(eventID)
+		c := b.Cursor()
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			var rec SendRecord
+			if _, err := getJSON(b, k, &rec); err != nil {
+				return err
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RecordDelivery marks the send WeChat gave msgid as delivered or not and
+// queues what build returns for it, in one transaction. It reports false
+// when no send has that msgid (or it was already marked).
+func (db *DB) RecordDelivery(ctx context.Context, msgid, delivery string, build func(SendRecord) []OutboxMessage) (SendRecord, bool, error) {
+	var rec SendRecord
+	var ok bool
+	err := db.update(ctx, func(tx *bolt.Tx) error {
+		ok = false
+		k := tx.Bucket(bucketMsgIDs).Get([]byte(msgid))
+		if k == nil {
+			return nil
+		}
+		found, err := getJSON(tx.Bucket(bucketSends), k, &rec)
+		if err != nil || !found || rec.Delivery == delivery {
+			return err
+		}
+		rec.Delivery = delivery
+		rec.UpdatedAt = db.now().UTC()
+		if err := putJSON(tx.Bucket(bucketSends), k, rec); err != nil {
+			return err
+		}
+		ok = true
+		if build == nil {
+			return nil
+		}
+		return appendOutbox(tx, build(rec)...)
+	})
+	if err != nil {
+		return SendRecord{}, false, fmt.Errorf("record delivery of msgid %s: %w", msgid, err)
+	}
+	return rec, ok, nil
+}
+
+// EventRecord says an event was fully handled.
+type EventRecord struct {
+	ID     string    `json:"id"`
+	Type   string    `json:"type"`
+	DoneAt time.Time `json:"done_at"`
+}
+
+// EventDone returns the record of a fully handled event.
+func (db *DB) EventDone(_ context.Context, id string) (EventRecord, bool, error) {
+	var rec EventRecord
+	var found bool
+	err := db.view(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bucketEvents), []byte(id), &rec)
+		return err
+	})
+	return rec, found, err
+}
+
+// MarkEventDone records that every recipient of an event has an outcome,
+// and queues out with it.
+func (db *DB) MarkEventDone(ctx context.Context, id, typ string, out ...OutboxMessage) error {
+	err := db.update(ctx, func(tx *bolt.Tx) error {
+		if err := putJSON(tx.Bucket(bucketEvents), []byte(id), EventRecord{ID: id, Type: typ, DoneAt: db.now().UTC()}); err != nil {
+			return err
+		}
+		return appendOutbox(tx, out...)
+	})
+	if err != nil {
+		return fmt.Errorf("mark event %s done: %w", id, err)
+	}
+	return nil
+}
+
+func timeKey(t time.Time, k string) []byte {
+	b := u64(uint64(t.UnixNano()))
+	return append(b, k...)
+}
