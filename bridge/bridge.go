@@ -13,15 +13,18 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
 	"github.com/wxbridge/wxbridge/wechat"
 )
 
-// Sender is the part of the WeChat client the bridge sends through.
-type Sender interface {
+// WeChat is the part of the WeChat client the bridge uses.
+type WeChat interface {
 	Send(ctx context.Context, app string, m wechat.Message) (msgid string, err error)
+	Code2Session(ctx context.Context, app, code string) (wechat.Session, error)
 }
 
 // Store is the state the bridge keeps. *storage.DB satisfies it.
@@ -65,7 +68,7 @@ type Config struct {
 	// Connect opens a new connection to the same server.
 	Connect func() (*nats.Conn, error)
 	Store   Store
-	WeChat  Sender
+	WeChat  WeChat
 	Logger  *slog.Logger
 
 	// EventStream is the stream of domain events; created with
@@ -101,6 +104,17 @@ type Config struct {
 	// ShutdownGrace is how long in-flight events may take after Run's
 	// context ends.
 	ShutdownGrace time.Duration
+	// AppRate limits WeChat sends per app (per second); 0 means no limit.
+	AppRate float64
+	// SchedulePoll is the longest the schedule of deferred sends sleeps
+	// before looking again (it also wakes when work is deferred).
+	SchedulePoll time.Duration
+	// Retention of send records and callback dedupe keys. Send records must
+	// outlive the event stream's max age.
+	Retention storage.Retention
+	// Registry receives the bridge's Prometheus metrics. Default: a new
+	// registry (see Bridge.Registry).
+	Registry *prometheus.Registry
 
 	Now func() time.Time
 }
@@ -154,6 +168,18 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 20 * time.Second
 	}
+	if c.SchedulePoll <= 0 {
+		c.SchedulePoll = 30 * time.Second
+	}
+	if c.Retention.Sends <= 0 {
+		c.Retention.Sends = 30 * 24 * time.Hour
+	}
+	if c.Retention.Pushes <= 0 {
+		c.Retention.Pushes = 24 * time.Hour
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -188,12 +214,19 @@ type Bridge struct {
 
 	sends    chan struct{} // semaphore of concurrent WeChat calls
 	openids  keyedMutex    // one send at a time per openid (WeChat answers 43108 otherwise)
-	inflight sync.Map      // event id -> struct{}: guards concurrent redeliveries
+	limits   appLimits
+	metrics  *metrics
+	inflight sync.Map // event id -> struct{}: guards concurrent redeliveries
 	ready    atomic.Bool
 	handlers gate // event handlers running; closed at shutdown
+	// lastRefusal is when an event was last nacked because of shutdown
+	// (unix nanoseconds).
+	lastRefusal atomic.Int64
 
 	jsOnce sync.Once
 	jsCtx  jetstream.JetStream
+
+	scheduleWake chan struct{}
 }
 
 // New checks cfg and returns a Bridge with no rules; set them with SetRules.
@@ -205,7 +238,9 @@ func New(cfg Config) (*Bridge, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	b := &Bridge{cfg: cfg, log: cfg.Logger, owner: hex.EncodeToString(id[:]),
-		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}}}
+		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
+		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
+		scheduleWake: make(chan struct{}, 1)}
 	b.rules.Store(&rules.Set{})
 	return b, nil
 }
@@ -216,6 +251,9 @@ func (b *Bridge) SetRules(s *rules.Set) { b.rules.Store(s) }
 
 // Rules returns the rules in force.
 func (b *Bridge) Rules() *rules.Set { return b.rules.Load() }
+
+// Registry is where the bridge's metrics are registered.
+func (b *Bridge) Registry() *prometheus.Registry { return b.cfg.Registry }
 
 // Ready reports whether the bridge is consuming events.
 func (b *Bridge) Ready() bool { return b.ready.Load() && b.cfg.Conn.IsConnected() }
@@ -230,10 +268,22 @@ func (b *Bridge) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	pubCtx, stopPublisher := context.WithCancel(context.Background())
 	defer stopPublisher()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		b.publishOutbox(pubCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		b.sweep(pubCtx)
+	}()
+	schedCtx, stopSchedule := context.WithCancel(ctx)
+	defer stopSchedule()
+	var schedWG sync.WaitGroup
+	schedWG.Add(1)
+	go func() {
+		defer schedWG.Done()
+		b.runSchedule(schedCtx)
 	}()
 
 	stopCommands, err := b.serveCommands()
@@ -251,11 +301,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 	<-ctx.Done()
 	b.ready.Store(false)
 	b.log.Info("bridge stopping: finishing in-flight events", "grace", b.cfg.ShutdownGrace)
+	deadline := time.Now().Add(b.cfg.ShutdownGrace)
 	select {
 	case <-b.handlers.close():
 	case <-time.After(b.cfg.ShutdownGrace):
 		b.log.Warn("shutdown grace over; unfinished events will be redelivered")
 	}
+	b.refuseBuffered(deadline)
+	stopSchedule()
+	schedWG.Wait()
 	stopEvents()
 	stopCommands()
 	// Publish what the last events queued before stopping the publisher.
@@ -264,4 +318,72 @@ func (b *Bridge) Run(ctx context.Context) error {
 	wg.Wait()
 	b.log.Info("bridge stopped")
 	return nil
+}
+
+// refuseBuffered keeps the subscriptions open while events the server had
+// already pushed to them arrive and are nacked. Closed at once, watermill
+// would abandon them without a nack and they would wait out the whole ack
+// wait before anyone got them again.
+func (b *Bridge) refuseBuffered(deadline time.Time) {
+	const quiet = 150 * time.Millisecond
+	start := time.Now()
+	for time.Now().Before(deadline) {
+		last := time.Unix(0, b.lastRefusal.Load())
+		if last.Before(start) {
+			last = start
+		}
+		if time.Since(last) >= quiet {
+			return
+		}
+		time.Sleep(quiet - time.Since(last))
+	}
+}
+
+// appLimits holds one rate limiter per app.
+type appLimits struct {
+	rate float64
+	mu   sync.Mutex
+	m    map[string]*rate.Limiter
+}
+
+// wait blocks until app may send, or ctx ends.
+func (l *appLimits) wait(ctx context.Context, app string) error {
+	if l.rate <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	lim, ok := l.m[app]
+	if !ok {
+		// A burst of a tenth of a second's worth smooths without letting a
+		// backlog hit WeChat all at once.
+		lim = rate.NewLimiter(rate.Limit(l.rate), max(1, int(l.rate/10)))
+		l.m[app] = lim
+	}
+	l.mu.Unlock()
+	return lim.Wait(ctx)
+}
+
+// sweep expires old records once an hour (and once at start).
+func (b *Bridge) sweep(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if ex, ok := b.cfg.Store.(expirer); ok {
+			st, err := ex.Expire(ctx, b.cfg.Retention)
+			if err != nil && ctx.Err() == nil {
+				b.log.Warn("expire old records", "err", err)
+			} else if st.Sends+st.Pushes+st.Dedupe+st.Caps > 0 {
+				b.log.Info("expired old records", "sends", st.Sends, "pushes", st.Pushes, "dedupe", st.Dedupe, "caps", st.Caps)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type expirer interface {
+	Expire(ctx context.Context, r storage.Retention) (storage.ExpireStats, error)
 }

@@ -13,13 +13,14 @@ import (
 
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
+	"github.com/wxbridge/wxbridge/wechat"
 )
 
 // commandStore is what the command handlers change.
 type commandStore interface {
 	Unbind(ctx context.Context, app, userID string) (bool, error)
 	UpdateRoles(ctx context.Context, userID string, grant, revoke []storage.Role) error
-	ApplySubscription(ctx context.Context, ch storage.SubscriptionChange) (storage.Subscription, bool, error)
+	ApplySubscription(ctx context.Context, ch storage.SubscriptionChange) (storage.Subscription, error)
 }
 
 // BindRequest is the body of wxbridge.cmd.bind.
@@ -60,7 +61,7 @@ type SubscriptionsRequest struct {
 
 // SubscriptionsReply answers wxbridge.cmd.subscriptions.
 type SubscriptionsReply struct {
-	Subscriptions []storage.Subscription `json:"subscriptions,omitempty"`
+	Subscriptions []SubscriptionChange `json:"subscriptions,omitempty"`
 	// Ignored lists templates whose result changes nothing (filter, unknown).
 	Ignored map[string]string `json:"ignored,omitempty"`
 	Error   string            `json:"error,omitempty"`
@@ -151,8 +152,17 @@ func (b *Bridge) cmdBind(ctx context.Context, data []byte) any {
 	if req.UserID == "" {
 		return BindReply{Error: "bind: user_id is required"}
 	}
-	if req.OpenID == "" {
-		return BindReply{Error: "bind: openid is required"}
+	switch {
+	case req.Code != "" && req.OpenID != "":
+		return BindReply{Error: "bind: give a code or an openid, not both"}
+	case req.Code != "":
+		sess, err := b.cfg.WeChat.Code2Session(ctx, req.App, req.Code)
+		if err != nil {
+			return BindReply{Error: "bind " + req.UserID + ": " + loginProblem(err)}
+		}
+		req.OpenID, req.UnionID = sess.OpenID, sess.UnionID
+	case req.OpenID == "":
+		return BindReply{Error: "bind: a code (from wx.login) or an openid is required"}
 	}
 	moved, err := b.cfg.Store.Bind(ctx, storage.Binding{App: req.App, UserID: req.UserID, OpenID: req.OpenID, UnionID: req.UnionID})
 	if err != nil {
@@ -164,6 +174,24 @@ func (b *Bridge) cmdBind(ctx context.Context, data []byte) any {
 		b.log.Info("openid re-bound to another user", "app", req.App, "from_user", moved.UserID, "to_user", req.UserID)
 	}
 	return reply
+}
+
+// loginProblem explains a code2session failure to whoever sent the code.
+func loginProblem(err error) string {
+	var api *wechat.APIError
+	if errors.As(err, &api) {
+		switch api.Code {
+		case 40029, 40163:
+			return fmt.Sprintf("WeChat refused the login code (%d): it is wrong, used already or older than five minutes; call wx.login again", api.Code)
+		case 40226:
+			return "WeChat blocked this login (40226): the user is rated high-risk"
+		case 45011:
+			return "too many logins for this user (45011): WeChat allows about 100 a minute; try again in a minute"
+		case -1:
+			return "WeChat is busy (-1); try again"
+		}
+	}
+	return err.Error()
 }
 
 func (b *Bridge) cmdUnbind(ctx context.Context, data []byte) any {
@@ -260,12 +288,12 @@ func (b *Bridge) cmdSubscriptions(ctx context.Context, data []byte) any {
 			reply.Ignored[id] = req.Results[id]
 			continue
 		}
-		sub, _, err := cs.ApplySubscription(ctx, storage.SubscriptionChange{App: req.App, OpenID: openid, TemplateID: id,
+		sub, err := cs.ApplySubscription(ctx, storage.SubscriptionChange{App: req.App, OpenID: openid, TemplateID: id,
 			Status: status, Kind: b.templateKind(req.App, id), Source: storage.SourceClient, At: at})
 		if err != nil {
 			return SubscriptionsReply{Error: err.Error()}
 		}
-		reply.Subscriptions = append(reply.Subscriptions, sub)
+		reply.Subscriptions = append(reply.Subscriptions, subscriptionChange(sub))
 	}
 	return reply
 }

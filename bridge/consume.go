@@ -167,9 +167,12 @@ var errInFlight = errors.New("event is already being handled")
 func (b *Bridge) handleDelivery(msg *message.Message, dl *deliveries) error {
 	jm := dl.take(msg.UUID)
 	if !b.handlers.enter() {
+		b.lastRefusal.Store(time.Now().UnixNano())
 		return errDraining
 	}
 	defer b.handlers.leave()
+	b.metrics.inFlight.Inc()
+	defer b.metrics.inFlight.Dec()
 	// Sends finish even when the subscriber's context ends at shutdown:
 	// an interrupted WeChat call would leave its recipient in doubt.
 	ctx := context.WithoutCancel(msg.Context())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/wxbridge/wxbridge/internal/failpoint"
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
 )
@@ -19,11 +20,16 @@ type task struct {
 	// renderErr: the rule's data could not be rendered for this event; every
 	// recipient fails with invalid_data.
 	renderErr error
-	// specErr: the recipient spec itself could not be rendered.
+	// specErr: the recipients (or the rule's condition) could not be
+	// evaluated for this event.
 	specErr error
 	userID  string
 	openID  string
-	key     string
+	// rk names the recipient within the rule ("u:<user>" or "o:<openid>").
+	rk  string
+	key string
+	// scheduled: the task comes from the schedule at the end of quiet hours.
+	scheduled bool
 }
 
 // retryLater nacks an event some of whose recipients will be retried.
@@ -36,31 +42,49 @@ func (e *retryLater) Error() string {
 // handleEvent processes one delivery. A nil return acks the event; an
 // error nacks it with a backoff delay.
 func (b *Bridge) handleEvent(ctx context.Context, msg *message.Message) error {
+	outcome, err := b.processEvent(ctx, msg)
+	if err != nil {
+		var rl *retryLater
+		if errors.As(err, &rl) {
+			outcome = "retry"
+		} else {
+			outcome = "error"
+		}
+	}
+	b.metrics.events.WithLabelValues(outcome).Inc()
+	return err
+}
+
+func (b *Bridge) processEvent(ctx context.Context, msg *message.Message) (outcome string, err error) {
 	ev, err := b.decodeEvent(msg)
 	var be *badEvent
 	if errors.As(err, &be) {
 		b.log.Warn("dead letter", "subject", msg.Metadata.Get(mdSubject), "stream_seq", msg.Metadata.Get(mdStreamSeq), "reason", be.reason)
-		return b.deadLetter(ctx, msg, be.reason)
+		if err := b.deadLetter(ctx, msg, be.reason); err != nil {
+			return "", err
+		}
+		b.metrics.dead.Inc()
+		return "dead", nil
 	}
 	if _, busy := b.inflight.LoadOrStore(ev.ID, struct{}{}); busy {
-		return errInFlight
+		return "", errInFlight
 	}
 	defer b.inflight.Delete(ev.ID)
 	log := b.log.With("event_id", ev.ID, "event_type", ev.Type)
 
 	if _, done, err := b.cfg.Store.EventDone(ctx, ev.ID); err != nil {
-		return err
+		return "", err
 	} else if done {
-		return b.reportDuplicates(ctx, ev, msg.Metadata.Get(mdStreamSeq)+"."+msg.Metadata.Get(mdDelivered))
+		return "duplicate", b.reportDuplicates(ctx, ev, msg.Metadata.Get(mdStreamSeq)+"."+msg.Metadata.Get(mdDelivered))
 	}
 	matched := b.rules.Load().Match(ev)
 	if len(matched) == 0 {
 		log.Debug("no rule matches")
-		return nil
+		return "no_match", nil
 	}
 	tasks, err := b.plan(ctx, ev, matched)
 	if err != nil {
-		return err
+		return "", err
 	}
 	var (
 		wg      sync.WaitGroup
@@ -85,23 +109,32 @@ func (b *Bridge) handleEvent(ctx context.Context, msg *message.Message) error {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return "", err
 	}
 	if pending > 0 {
-		return &retryLater{pending}
+		return "", &retryLater{pending}
 	}
-	return b.cfg.Store.MarkEventDone(ctx, ev.ID, ev.Type)
+	if err := b.cfg.Store.MarkEventDone(ctx, ev.ID, ev.Type); err != nil {
+		return "", err
+	}
+	failpoint.Hit("before-ack")
+	return "done", nil
 }
 
 // plan resolves every matched rule's recipients into tasks. A user reached
 // twice by one rule (named, and through a role) gets one task.
-func (b *Bridge) plan(ctx context.Context, ev *rules.Event, matched []*rules.Rule) ([]task, error) {
+func (b *Bridge) plan(ctx context.Context, ev *rules.Event, matched []rules.Matched) ([]task, error) {
 	var tasks []task
-	for _, r := range matched {
+	for _, m := range matched {
+		r := m.Rule
+		if m.Err != nil {
+			tasks = append(tasks, task{rule: r, specErr: m.Err, rk: "when", key: storage.SendKey(ev.ID, r.Name, "when")})
+			continue
+		}
 		rendered, renderErr := r.Render(ev)
 		specs, specErr := r.Recipients(ev)
 		if specErr != nil {
-			tasks = append(tasks, task{rule: r, specErr: specErr, key: storage.SendKey(ev.ID, r.Name, "spec")})
+			tasks = append(tasks, task{rule: r, specErr: specErr, rk: "spec", key: storage.SendKey(ev.ID, r.Name, "spec")})
 			continue
 		}
 		seen := map[string]bool{}
@@ -115,7 +148,7 @@ func (b *Bridge) plan(ctx context.Context, ev *rules.Event, matched []*rules.Rul
 			}
 			seen[rk] = true
 			tasks = append(tasks, task{rule: r, rendered: rendered, renderErr: renderErr,
-				userID: userID, openID: openID, key: storage.SendKey(ev.ID, r.Name, rk)})
+				userID: userID, openID: openID, rk: rk, key: storage.SendKey(ev.ID, r.Name, rk)})
 		}
 		for _, rc := range specs {
 			switch {
@@ -146,8 +179,9 @@ func (b *Bridge) reportDuplicates(ctx context.Context, ev *rules.Event, delivery
 	}
 	msgs := make([]storage.OutboxMessage, 0, len(recs))
 	for _, rec := range recs {
-		rec.State, rec.Reason = storage.StateSkipped, reasonDuplicate
+		rec.State, rec.Reason, rec.Delivery = storage.StateSkipped, reasonDuplicate, ""
 		msgs = append(msgs, b.resultMessage(rec, "dup."+delivery))
+		b.metrics.result(rec.State, rec.Reason, 0)
 	}
 	b.log.Info("duplicate event: nothing sent", "event_id", ev.ID, "event_type", ev.Type, "recipients", len(recs))
 	return b.cfg.Store.Enqueue(ctx, msgs...)

@@ -45,13 +45,14 @@ const (
 )
 
 func resultOf(rec storage.SendRecord) Result {
-	status := rec.State
-	if rec.Delivery != "" {
-		status = rec.Delivery
-	}
-	return Result{EventID: rec.EventID, EventType: rec.EventType, Rule: rec.Rule, App: rec.App, TemplateID: rec.TemplateID,
-		UserID: rec.UserID, OpenID: rec.OpenID, Status: status, Reason: rec.Reason, ErrCode: rec.ErrCode, ErrMsg: rec.ErrMsg,
+	r := Result{EventID: rec.EventID, EventType: rec.EventType, Rule: rec.Rule, App: rec.App, TemplateID: rec.TemplateID,
+		UserID: rec.UserID, OpenID: rec.OpenID, Status: rec.State, Reason: rec.Reason, ErrCode: rec.ErrCode, ErrMsg: rec.ErrMsg,
 		MsgID: rec.MsgID, Attempts: rec.Attempts, InDoubt: rec.InDoubt, At: rec.UpdatedAt}
+	if rec.Delivery != "" {
+		// A delivery receipt: WeChat's final word on a sent message.
+		r.Status, r.Reason, r.ErrCode, r.ErrMsg = rec.Delivery, "", rec.DeliveryCode, rec.DeliveryMsg
+	}
+	return r
 }
 
 // resultMessage builds the outbox message announcing rec's state. Its
@@ -110,6 +111,7 @@ func (b *Bridge) publishOutbox(ctx context.Context) {
 					return
 				}
 				b.log.Warn("publish outbox; will retry", "err", err)
+				b.metrics.outboxFails.Inc()
 				break
 			}
 			if n < outboxBatch {
@@ -203,6 +205,11 @@ type SubscriptionChange struct {
 	At         time.Time `json:"at"`
 }
 
+func subscriptionChange(s storage.Subscription) SubscriptionChange {
+	return SubscriptionChange{App: s.App, OpenID: s.OpenID, UserID: s.UserID, TemplateID: s.TemplateID, Status: s.Status,
+		Kind: s.Kind, Credits: s.Credits, Source: s.Source, At: s.UpdatedAt}
+}
+
 // LedgerHook announces ledger changes on prefix.subscriptions.<app>. Give
 // it to storage.Open so that every change is queued in the transaction
 // that makes it.
@@ -211,9 +218,7 @@ func LedgerHook(prefix string) storage.LedgerHook {
 		prefix = "wxbridge"
 	}
 	return func(s storage.Subscription) []storage.OutboxMessage {
-		c := SubscriptionChange{App: s.App, OpenID: s.OpenID, UserID: s.UserID, TemplateID: s.TemplateID, Status: s.Status,
-			Kind: s.Kind, Credits: s.Credits, Source: s.Source, At: s.UpdatedAt}
-		payload, _ := json.Marshal(c)
+		payload, _ := json.Marshal(subscriptionChange(s))
 		h := sha256.Sum256(payload)
 		return []storage.OutboxMessage{{
 			Subject: prefix + ".subscriptions." + subjectToken(s.App),

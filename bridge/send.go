@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"time"
 
+	"github.com/wxbridge/wxbridge/internal/failpoint"
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
 	"github.com/wxbridge/wxbridge/wechat"
@@ -19,6 +22,7 @@ const (
 	reasonInvalidData      = "invalid_data"
 	reasonWeChatError      = "wechat_error"
 	reasonRetriesExhausted = "retries_exhausted"
+	reasonQuietHours       = "quiet_hours"
 	// reasonInDoubt: a crash left the send in doubt and the rule's delivery
 	// is at_most_once, so it was not sent again.
 	reasonInDoubt = "in_doubt"
@@ -51,13 +55,33 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 		rec.OpenID = bnd.OpenID
 	}
 
-	res, err := b.cfg.Store.Reserve(ctx, storage.ReserveRequest{
+	pol := t.rule.Policy
+	if q := pol.QuietHours; q != nil && !t.scheduled {
+		if quiet, end := q.Check(b.cfg.Now()); quiet {
+			if q.Action == rules.QuietDrop {
+				return b.finish(ctx, rec, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
+			}
+			return b.deferUntil(ctx, log, ev, t, rec, end)
+		}
+	}
+	req := storage.ReserveRequest{
 		Record:        rec,
 		Owner:         b.owner,
 		CheckCredit:   t.rule.App.Subscriptions != rules.SubscriptionsWeChat,
 		Kind:          t.rule.Template.Kind,
-		ResendInDoubt: t.rule.Policy.Delivery != rules.AtMostOnce,
-	})
+		ResendInDoubt: pol.Delivery != rules.AtMostOnce,
+	}
+	if pol.Dedupe != nil {
+		k, err := t.rule.DedupeKey(ev)
+		if err != nil {
+			return b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, err.Error(), storage.KeepCredit)
+		}
+		req.DedupeKey, req.DedupeWindow = string(storageKey(t.rule.Name, k, t.rk)), pol.Dedupe.Window
+	}
+	if c := pol.Cap; c != nil {
+		req.CapKey, req.CapMax, req.CapPer = string(storageKey(t.rule.Name, t.rk)), c.Max, c.Per
+	}
+	res, err := b.cfg.Store.Reserve(ctx, req)
 	if err != nil {
 		return false, err
 	}
@@ -66,7 +90,7 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 		return true, nil
 	case storage.Busy:
 		return false, nil
-	case storage.NoCredit:
+	case storage.NoCredit, storage.Suppressed:
 		return b.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
 	case storage.InDoubt:
 		log.Warn("send left in doubt by a crash; at_most_once: not sending again")
@@ -77,8 +101,12 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	if rec.InDoubt {
 		log.Warn("send left in doubt by a crash; at_least_once: sending again")
 	}
+	failpoint.Hit("after-reserve")
 	msgid, sendErr := b.send(ctx, t.rendered, rec.OpenID)
-	return b.settle(ctx, log, rec, msgid, sendErr)
+	failpoint.Hit("after-send")
+	final, err = b.settle(ctx, log, rec, msgid, sendErr)
+	failpoint.Hit("after-complete")
+	return final, err
 }
 
 // send makes the WeChat call, one at a time per openid and within the
@@ -86,14 +114,26 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 func (b *Bridge) send(ctx context.Context, r *rules.Rendered, openid string) (string, error) {
 	unlock := b.openids.lock(openid)
 	defer unlock()
+	if err := b.limits.wait(ctx, r.App); err != nil {
+		return "", err
+	}
 	select {
 	case b.sends <- struct{}{}:
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
 	defer func() { <-b.sends }()
-	return b.cfg.WeChat.Send(ctx, r.App, wechat.Message{ToUser: openid, TemplateID: r.TemplateID, Page: r.Page,
+	b.metrics.sending.Inc()
+	defer b.metrics.sending.Dec()
+	start := time.Now()
+	msgid, err := b.cfg.WeChat.Send(ctx, r.App, wechat.Message{ToUser: openid, TemplateID: r.TemplateID, Page: r.Page,
 		Data: r.Data, State: r.State, Lang: r.Lang})
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	b.metrics.wechat.WithLabelValues(r.App, outcome).Observe(time.Since(start).Seconds())
+	return msgid, err
 }
 
 // settle records what WeChat answered.
@@ -113,6 +153,7 @@ func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rec storage.SendR
 		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrConfig), errors.Is(err, wechat.ErrData):
 		log.Error("WeChat refused the message: fix the rules or the template", "errcode", rec.ErrCode, "err", err)
+		b.metrics.configErrs.WithLabelValues(rec.App, strconv.Itoa(rec.ErrCode)).Inc()
 		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrTransient), errors.Is(err, wechat.ErrTokenInvalid), errors.Is(err, wechat.ErrTokenFetch):
 		if rec.ErrMsg == "" {
@@ -130,6 +171,7 @@ func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rec storage.SendR
 			return b.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, effect)
 		}
 		log.Info("transient failure; will retry", "attempt", rec.Attempts, "err", err)
+		b.metrics.retries.Inc()
 		return b.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect)
 	default:
 		if rec.ErrMsg == "" {
@@ -153,9 +195,12 @@ func (b *Bridge) finish(ctx context.Context, rec storage.SendRecord, state, reas
 			return []storage.OutboxMessage{b.resultMessage(r, "")}
 		}
 	}
-	saved, _, err := b.cfg.Store.Complete(ctx, rec, effect, build)
+	saved, applied, err := b.cfg.Store.Complete(ctx, rec, effect, build)
 	if err != nil {
 		return false, err
+	}
+	if applied && storage.Final(saved.State) {
+		b.metrics.result(saved.State, saved.Reason, saved.ErrCode)
 	}
 	return storage.Final(saved.State), nil
 }

@@ -33,10 +33,15 @@ var (
 	bucketRoles     = []byte("roles")    // role \x00 scope \x00 user -> RoleGrant
 	bucketUserRoles = []byte("uroles")   // user \x00 role \x00 scope -> RoleGrant
 	bucketCallbacks = []byte("pushes")   // callback dedupe key -> seen at
-	bucketSchedule  = []byte("schedule") // due time \x00 key -> deferred work
+	bucketSchedule  = []byte("schedule") // due time + send key -> deferred work
+	bucketDedupe    = []byte("dedupe")   // rule dedupe key -> reserved at
+	bucketCaps      = []byte("caps")     // cap key \x00 time \x00 send key
+	bucketPushTime  = []byte("pushes_by_time")
+	bucketOrphans   = []byte("orphans") // msgid -> delivery report that came before its send record
 
 	allBuckets = [][]byte{bucketMeta, bucketBindings, bucketOpenIDs, bucketTokens, bucketSends, bucketSendsTime,
-		bucketMsgIDs, bucketEvents, bucketOutbox, bucketLedger, bucketRoles, bucketUserRoles, bucketCallbacks, bucketSchedule}
+		bucketMsgIDs, bucketEvents, bucketOutbox, bucketLedger, bucketRoles, bucketUserRoles, bucketCallbacks, bucketSchedule,
+		bucketDedupe, bucketCaps, bucketPushTime, bucketOrphans}
 
 	keySchema = []byte("schema_version")
 )
@@ -137,6 +142,22 @@ func (db *DB) Close() error {
 	close(db.done)
 	db.wg.Wait()
 	return db.bolt.Close()
+}
+
+// Ping reports whether the database can be read.
+func (db *DB) Ping() error {
+	db.mu.RLock()
+	closed := db.closed
+	db.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	return db.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return errors.New("meta bucket missing")
+		}
+		return nil
+	})
 }
 
 // Path is the file the database lives in.
@@ -252,6 +273,8 @@ func (db *DB) signalOutbox() {
 	default:
 	}
 }
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
 func u64(v uint64) []byte {
 	b := make([]byte, 8)

@@ -94,40 +94,52 @@ type SubscriptionChange struct {
 // announcement commit together. It must be pure.
 type LedgerHook func(Subscription) []OutboxMessage
 
-// ApplySubscription records a change made by the user. It returns the
-// subscription afterwards and whether anything changed.
-func (db *DB) ApplySubscription(ctx context.Context, ch SubscriptionChange) (Subscription, bool, error) {
+// ApplySubscription records a change made by the user (a client report; a
+// push goes through ApplyPush). It returns the subscription afterwards.
+func (db *DB) ApplySubscription(ctx context.Context, ch SubscriptionChange) (Subscription, error) {
+	if err := validChange(ch); err != nil {
+		return Subscription{}, fmt.Errorf("apply subscription: %w", err)
+	}
+	var out Subscription
+	err := db.update(ctx, func(tx *bolt.Tx) error {
+		var err error
+		out, err = db.applyChangeTx(tx, ch, db.now())
+		return err
+	})
+	if err != nil {
+		return Subscription{}, fmt.Errorf("apply %s of %s for %s: %w", ch.Status, ch.TemplateID, ch.OpenID, err)
+	}
+	return out, nil
+}
+
+func validChange(ch SubscriptionChange) error {
 	if ch.App == "" || ch.OpenID == "" || ch.TemplateID == "" {
-		return Subscription{}, false, fmt.Errorf("apply subscription: %w: app, openid and template_id are required", ErrInvalid)
+		return fmt.Errorf("%w: app, openid and template_id are required", ErrInvalid)
 	}
 	switch ch.Status {
 	case StatusAccept, StatusReject, StatusBan:
-	default:
-		return Subscription{}, false, fmt.Errorf("apply subscription %s: %w: status %q", ch.TemplateID, ErrInvalid, ch.Status)
+		return nil
 	}
+	return fmt.Errorf("%w: subscription status %q (want accept, reject or ban)", ErrInvalid, ch.Status)
+}
+
+// applyChangeTx applies one change inside tx, saving (and announcing) the
+// subscription only if it changed.
+func (db *DB) applyChangeTx(tx *bolt.Tx, ch SubscriptionChange, now time.Time) (Subscription, error) {
 	if ch.At.IsZero() {
-		ch.At = db.now()
+		ch.At = now
 	}
-	var out Subscription
-	var changed bool
-	err := db.update(ctx, func(tx *bolt.Tx) error {
-		s, _, err := db.loadSubscription(tx, ch.App, ch.OpenID, ch.TemplateID)
-		if err != nil {
-			return err
-		}
-		before := s
-		applyChange(&s, ch, db.now())
-		changed = !sameSubscription(before, s)
-		out = s
-		if !changed {
-			return nil
-		}
-		return db.saveSubscription(tx, s)
-	})
+	s, _, err := db.loadSubscription(tx, ch.App, ch.OpenID, ch.TemplateID)
 	if err != nil {
-		return Subscription{}, false, fmt.Errorf("apply %s of %s for %s: %w", ch.Status, ch.TemplateID, ch.OpenID, err)
+		return Subscription{}, err
 	}
-	return out, changed, nil
+	before := s
+	before.Unpaired = append([]AcceptMark(nil), s.Unpaired...)
+	applyChange(&s, ch, now)
+	if sameSubscription(before, s) {
+		return s, nil
+	}
+	return s, db.saveSubscription(tx, s)
 }
 
 func applyChange(s *Subscription, ch SubscriptionChange, now time.Time) {

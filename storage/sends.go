@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -12,11 +13,12 @@ import (
 // Send record states. Pending and Retry are not final: the event that owns
 // the record is not acked until every record is final.
 const (
-	StatePending = "pending" // reserved; the WeChat call may be under way
-	StateRetry   = "retry"   // the last attempt failed transiently; the credit was given back
-	StateSent    = "sent"
-	StateSkipped = "skipped"
-	StateFailed  = "failed"
+	StatePending  = "pending"  // reserved; the WeChat call may be under way
+	StateRetry    = "retry"    // the last attempt failed transiently; the credit was given back
+	StateDeferred = "deferred" // waiting in the schedule (quiet hours)
+	StateSent     = "sent"
+	StateSkipped  = "skipped"
+	StateFailed   = "failed"
 )
 
 // Final reports whether a state is an outcome.
@@ -48,8 +50,15 @@ type SendRecord struct {
 	InDoubt bool `json:"in_doubt,omitempty"`
 	// Owner is the process incarnation that holds a pending record.
 	Owner string `json:"owner,omitempty"`
-	// Delivery is "delivered" or "undelivered" once WeChat reports it.
-	Delivery string `json:"delivery,omitempty"`
+	// DedupeMark and CapMark are the policy entries this send holds; they
+	// are released if it does not end up sent.
+	DedupeMark string `json:"dedupe_mark,omitempty"`
+	CapMark    string `json:"cap_mark,omitempty"`
+	// Delivery is "delivered" or "undelivered" once WeChat reports it,
+	// with the code and status of its report.
+	Delivery     string `json:"delivery,omitempty"`
+	DeliveryCode int    `json:"delivery_code,omitempty"`
+	DeliveryMsg  string `json:"delivery_msg,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -76,6 +85,18 @@ const (
 	NoCredit
 	// Busy: this process already holds the record (a concurrent redelivery).
 	Busy
+	// Suppressed: a policy holds the send back: the rule's dedupe window
+	// (Reason "duplicate") or its frequency cap (Reason "rate_capped").
+	// Nothing was changed.
+	Suppressed
+)
+
+// Reasons Reserve gives for NoCredit and Suppressed.
+const (
+	ReasonNotSubscribed = "not_subscribed"
+	ReasonRejected      = "rejected"
+	ReasonDuplicate     = "duplicate"
+	ReasonRateCapped    = "rate_capped"
 )
 
 // ReserveRequest asks to reserve one send.
@@ -92,6 +113,15 @@ type ReserveRequest struct {
 	// ResendInDoubt takes over a record another process left pending
 	// (delivery at_least_once). Otherwise such a record yields InDoubt.
 	ResendInDoubt bool
+	// DedupeKey, if set, suppresses the send when another send reserved the
+	// same key less than DedupeWindow ago.
+	DedupeKey    string
+	DedupeWindow time.Duration
+	// CapKey, if set, allows at most CapMax sends reserved under it per
+	// CapPer.
+	CapKey string
+	CapMax int
+	CapPer time.Duration
 }
 
 // ReserveResult is what Reserve decided.
@@ -139,7 +169,29 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 			rec = req.Record
 			rec.CreatedAt = now
 		}
-		// A new record, or one whose last attempt failed transiently.
+		// A new record, or one whose last attempt failed transiently (or
+		// that waited in the schedule). Decide on reads; write only once
+		// everything allows the send.
+		dedupe, capped := tx.Bucket(bucketDedupe), tx.Bucket(bucketCaps)
+		if req.DedupeKey != "" {
+			if t := dedupe.Get([]byte(req.DedupeKey)); t != nil && now.Sub(timeOf(t)) < req.DedupeWindow {
+				res = ReserveResult{Outcome: Suppressed, Record: rec, Reason: ReasonDuplicate}
+				return nil
+			}
+		}
+		if req.CapKey != "" {
+			p := capPrefix(req.CapKey)
+			n := 0
+			c := capped.Cursor()
+			for k, _ := c.Seek(append(p, u64(uint64(now.Add(-req.CapPer).UnixNano()))...)); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+				n++
+			}
+			if n >= req.CapMax {
+				res = ReserveResult{Outcome: Suppressed, Record: rec, Reason: ReasonRateCapped}
+				return nil
+			}
+		}
+		var sub *Subscription
 		if req.CheckCredit && !rec.CreditTaken {
 			s, _, err := db.loadSubscription(tx, rec.App, rec.OpenID, rec.TemplateID)
 			if err != nil {
@@ -153,14 +205,31 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 				return nil
 			}
 			if s.Kind != KindLongTerm {
-				s.Credits--
-				s.Source = SourceSend
-				s.UpdatedAt = now
-				if err := db.saveSubscription(tx, s); err != nil {
-					return err
-				}
-				rec.CreditTaken = true
+				sub = &s
 			}
+		}
+		if sub != nil {
+			sub.Credits--
+			sub.Source = SourceSend
+			sub.UpdatedAt = now
+			if err := db.saveSubscription(tx, *sub); err != nil {
+				return err
+			}
+			rec.CreditTaken = true
+		}
+		if req.DedupeKey != "" {
+			if err := dedupe.Put([]byte(req.DedupeKey), u64(uint64(now.UnixNano()))); err != nil {
+				return err
+			}
+			rec.DedupeMark = req.DedupeKey
+		}
+		if req.CapKey != "" {
+			mark := append(capPrefix(req.CapKey), u64(uint64(now.UnixNano()))...)
+			mark = append(mark, rec.Key...)
+			if err := capped.Put(mark, nil); err != nil {
+				return err
+			}
+			rec.CapMark = string(mark)
 		}
 		rec.State = StatePending
 		rec.Owner = req.Owner
@@ -232,6 +301,15 @@ func (db *DB) Complete(ctx context.Context, rec SendRecord, effect CreditEffect,
 		if Final(next.State) || next.State == StateRetry {
 			next.Owner = ""
 		}
+		if found {
+			next.DedupeMark, next.CapMark = cur.DedupeMark, cur.CapMark
+		}
+		if next.State != StateSent && next.State != StatePending {
+			// Nothing went out: a later send may take the policy slots.
+			if err := releaseMarks(tx, &next); err != nil {
+				return err
+			}
+		}
 		switch effect {
 		case RefundCredit:
 			if next.CreditTaken {
@@ -265,19 +343,39 @@ func (db *DB) Complete(ctx context.Context, rec SendRecord, effect CreditEffect,
 		if err != nil {
 			return err
 		}
+		var late *SendRecord // the record with a delivery report that came first
 		if next.MsgID != "" {
 			if err := tx.Bucket(bucketMsgIDs).Put([]byte(next.MsgID), k); err != nil {
 				return err
 			}
+			d, ok, err := takeOrphan(tx, next.MsgID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				delivered := next
+				applyDelivery(&delivered, d, now)
+				late = &delivered
+			}
 		}
-		if err := putJSON(sends, k, next); err != nil {
+		stored := next
+		if late != nil {
+			stored = *late
+		}
+		if err := putJSON(sends, k, stored); err != nil {
 			return err
 		}
-		saved, applied = next, true
+		saved, applied = stored, true
 		if build == nil {
 			return nil
 		}
-		return appendOutbox(tx, build(next)...)
+		if err := appendOutbox(tx, build(next)...); err != nil {
+			return err
+		}
+		if late != nil {
+			return appendOutbox(tx, build(*late)...)
+		}
+		return nil
 	})
 	if err != nil {
 		return SendRecord{}, false, fmt.Errorf("record %s of %s: %w", rec.State, printable([]byte(rec.Key)), err)
@@ -316,39 +414,6 @@ func (db *DB) EventSends(_ context.Context, eventID string) ([]SendRecord, error
 	return out, err
 }
 
-// RecordDelivery marks the send WeChat gave msgid as delivered or not and
-// queues what build returns for it, in one transaction. It reports false
-// when no send has that msgid (or it was already marked).
-func (db *DB) RecordDelivery(ctx context.Context, msgid, delivery string, build func(SendRecord) []OutboxMessage) (SendRecord, bool, error) {
-	var rec SendRecord
-	var ok bool
-	err := db.update(ctx, func(tx *bolt.Tx) error {
-		ok = false
-		k := tx.Bucket(bucketMsgIDs).Get([]byte(msgid))
-		if k == nil {
-			return nil
-		}
-		found, err := getJSON(tx.Bucket(bucketSends), k, &rec)
-		if err != nil || !found || rec.Delivery == delivery {
-			return err
-		}
-		rec.Delivery = delivery
-		rec.UpdatedAt = db.now().UTC()
-		if err := putJSON(tx.Bucket(bucketSends), k, rec); err != nil {
-			return err
-		}
-		ok = true
-		if build == nil {
-			return nil
-		}
-		return appendOutbox(tx, build(rec)...)
-	})
-	if err != nil {
-		return SendRecord{}, false, fmt.Errorf("record delivery of msgid %s: %w", msgid, err)
-	}
-	return rec, ok, nil
-}
-
 // EventRecord says an event was fully handled.
 type EventRecord struct {
 	ID     string    `json:"id"`
@@ -379,6 +444,41 @@ func (db *DB) MarkEventDone(ctx context.Context, id, typ string, out ...OutboxMe
 	})
 	if err != nil {
 		return fmt.Errorf("mark event %s done: %w", id, err)
+	}
+	return nil
+}
+
+// capPrefix starts every entry of one cap key: its length, then the key,
+// so the time that follows can be found without any separator.
+func capPrefix(capKey string) []byte {
+	b := binary.BigEndian.AppendUint16(nil, uint16(len(capKey)))
+	return append(b, capKey...)
+}
+
+// capTime reads the time of a cap entry.
+func capTime(k []byte) (time.Time, bool) {
+	if len(k) < 2 {
+		return time.Time{}, false
+	}
+	n := 2 + int(binary.BigEndian.Uint16(k))
+	if len(k) < n+8 {
+		return time.Time{}, false
+	}
+	return timeOf(k[n : n+8]), true
+}
+
+func releaseMarks(tx *bolt.Tx, rec *SendRecord) error {
+	if rec.DedupeMark != "" {
+		if err := tx.Bucket(bucketDedupe).Delete([]byte(rec.DedupeMark)); err != nil {
+			return err
+		}
+		rec.DedupeMark = ""
+	}
+	if rec.CapMark != "" {
+		if err := tx.Bucket(bucketCaps).Delete([]byte(rec.CapMark)); err != nil {
+			return err
+		}
+		rec.CapMark = ""
 	}
 	return nil
 }

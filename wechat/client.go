@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,22 +28,32 @@ const (
 	pathSend        = "/cgi-bin/message/subscribe/send"
 )
 
+// maxAnswer bounds how much of an answer is read; WeChat's are a few KB.
+const maxAnswer = 4 << 20
+
 // Config configures a Client. The zero value of every field has a sensible
 // default.
 type Config struct {
 	// BaseURL of the WeChat API; an emulator's URL in tests.
 	BaseURL string
-	// HTTPClient is shared by every call. Default: a pooled client sized for
-	// many concurrent sends.
+	// HTTPClient is shared by every call. Default: NewHTTPClient().
 	HTTPClient *http.Client
-	// Timeout bounds each HTTP call. Default 10s.
+	// Timeout bounds each HTTP call (each attempt, when a call is retried
+	// after a token refresh). Default 10s.
 	Timeout time.Duration
 	// Tokens keeps access tokens across restarts. Default: memory only.
 	Tokens TokenStore
-	// RefreshBefore is how long before expiry a token is replaced. Default 5m.
+	// RefreshBefore is how long before expiry a token is replaced in the
+	// background. Default 4m: inside the last five minutes, in which
+	// stable_token in normal mode already hands out the next token (so one
+	// fetch gets it) while the old one stays valid.
 	RefreshBefore time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Logger receives token life-cycle events and failures. It never sees a
+	// secret. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock for token expiry, refresh and backoff. Default
+	// time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -58,7 +71,7 @@ func (c *Config) setDefaults() {
 		c.Tokens = &memoryTokens{m: map[string]storedToken{}}
 	}
 	if c.RefreshBefore <= 0 {
-		c.RefreshBefore = 5 * time.Minute
+		c.RefreshBefore = 4 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -79,7 +92,9 @@ func (c *Config) Validate() error {
 
 // NewHTTPClient returns the client wxbridge uses for WeChat: keep-alive
 // connections pooled per host, enough idle connections for hundreds of
-// concurrent sends, and bounded dial and TLS handshakes.
+// concurrent sends (so a burst does not open and close connections), and
+// bounded dial and TLS handshakes. It has no overall timeout: every call
+// carries its own through its context.
 func NewHTTPClient() *http.Client {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -90,6 +105,7 @@ func NewHTTPClient() *http.Client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: 15 * time.Second,
+		ExpectContinueTimeout: time.Second,
 	}
 	return &http.Client{Transport: tr}
 }
@@ -114,8 +130,17 @@ type App struct {
 }
 
 // Client calls the WeChat API for one or more apps. Safe for concurrent use.
+// Close stops the background token fetches it owns.
 type Client struct {
-	cfg  Config
+	cfg Config
+
+	// ctx is cancelled by Close; every token fetch runs under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	life   sync.Mutex // guards closed against wg.Add racing wg.Wait
+	closed bool
+	wg     sync.WaitGroup
+
 	mu   sync.RWMutex
 	apps map[string]*appState
 }
@@ -132,7 +157,34 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, apps: map[string]*appState{}}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{cfg: cfg, ctx: ctx, cancel: cancel, apps: map[string]*appState{}}, nil
+}
+
+// Close cancels running token fetches and waits for the goroutines that ran
+// them. Calls made after Close fail with ErrClosed. Close is idempotent.
+func (c *Client) Close() error {
+	c.life.Lock()
+	c.closed = true
+	c.life.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// spawn runs fn on a goroutine the Client owns, unless it is closed.
+func (c *Client) spawn(fn func()) bool {
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // SetApp registers app under name, or replaces it. The cached token is kept
@@ -146,7 +198,7 @@ func (c *Client) SetApp(name string, app App) {
 	c.apps[name] = &appState{name: name, app: app, tok: newTokenSource(c, app)}
 }
 
-// Apps lists the registered app names.
+// Apps lists the registered app names, sorted.
 func (c *Client) Apps() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -154,6 +206,7 @@ func (c *Client) Apps() []string {
 	for n := range c.apps {
 		names = append(names, n)
 	}
+	slices.Sort(names)
 	return names
 }
 
@@ -161,6 +214,9 @@ func (c *Client) Apps() []string {
 var ErrUnknownApp = errors.New("wechat: unknown app")
 
 func (c *Client) app(name string) (*appState, error) {
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
 	c.mu.RLock()
 	a, ok := c.apps[name]
 	c.mu.RUnlock()
@@ -197,8 +253,9 @@ type keywordValue struct {
 	Value string `json:"value"`
 }
 
-// Send sends one subscribe message and returns WeChat's msgid, a decimal
-// string (msgids exceed 2^53 and must not pass through float64).
+// Send sends one subscribe message and returns WeChat's msgid as a decimal
+// string: msgids exceed 2^53 and must not pass through float64. The msgid
+// is "" when WeChat accepted the message without returning one.
 func (c *Client) Send(ctx context.Context, app string, m Message) (string, error) {
 	body := sendBody{ToUser: m.ToUser, TemplateID: m.TemplateID, Page: m.Page, State: m.State, Lang: m.Lang,
 		Data: make(map[string]keywordValue, len(m.Data))}
@@ -207,14 +264,19 @@ func (c *Client) Send(ctx context.Context, app string, m Message) (string, error
 	}
 	payload, err := json.Marshal(body)
 	if err != nil {
-		return "", fmt.Errorf("encode subscribe message: %w", err)
+		return "", fmt.Errorf("app %s: encode subscribe message for %s: %w", app, m.ToUser, err)
+	}
+	data, err := c.callWithToken(ctx, app, http.MethodPost, pathSend, payload)
+	if err != nil {
+		return "", fmt.Errorf("app %s: send template %s to %s: %w", app, m.TemplateID, m.ToUser, err)
 	}
 	var out struct {
-		apiStatus
+		// json.Number takes both 1864323726461255681 and "1864323726461255681".
 		MsgID json.Number `json:"msgid"`
 	}
-	if err := c.callWithToken(ctx, app, http.MethodPost, pathSend, nil, payload, &out); err != nil {
-		return "", err
+	if err := json.Unmarshal(data, &out); err != nil {
+		// The send went through (errcode 0); only the msgid is unreadable.
+		return "", fmt.Errorf("app %s: send template %s to %s: read msgid: %w", app, m.TemplateID, m.ToUser, err)
 	}
 	return out.MsgID.String(), nil
 }
@@ -225,111 +287,131 @@ type apiStatus struct {
 	ErrMsg  string `json:"errmsg"`
 }
 
-func (s apiStatus) err(path string) error {
-	if s.ErrCode == 0 {
-		return nil
-	}
-	return &APIError{Code: s.ErrCode, Msg: s.ErrMsg, Path: path}
-}
-
-type statusCarrier interface{ status() apiStatus }
-
-func (s apiStatus) status() apiStatus { return s }
-
-// callWithToken calls an API that takes ?access_token=. When WeChat rejects
-// the token, the token is dropped (only if it is still the one that failed),
-// a new one is fetched once and the call is retried once.
-func (c *Client) callWithToken(ctx context.Context, app, method, path string, query url.Values, body []byte, out statusCarrier) error {
+// callWithToken calls an API that takes ?access_token= and returns the
+// answer's body once errcode is 0. When WeChat rejects the token, the token
+// is dropped (only if it is still the one that failed), a new one is
+// fetched once for all callers and the call is retried once.
+func (c *Client) callWithToken(ctx context.Context, app, method, path string, body []byte) ([]byte, error) {
 	a, err := c.app(app)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		tok, err := a.tok.get(ctx)
 		if err != nil {
-			return fmt.Errorf("app %s: %w", app, err)
+			return nil, err
 		}
-		q := url.Values{}
-		for k, v := range query {
-			q[k] = v
-		}
-		q.Set("access_token", tok)
-		err = c.do(ctx, method, path, q, body, out)
-		if err == nil {
-			err = out.status().err(path)
-		}
-		if err != nil && errors.Is(err, ErrTokenInvalid) && attempt == 0 {
-			a.tok.invalidate(tok)
+		data, err := c.do(ctx, request{method: method, path: path, query: url.Values{"access_token": {tok}},
+			body: body, secrets: []string{tok, a.app.Secret}})
+		if attempt == 0 && errors.Is(err, ErrTokenInvalid) {
+			var api *APIError
+			errors.As(err, &api)
+			a.tok.reject(tok, api)
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("app %s: %w", app, err)
-		}
-		return nil
+		return data, err
 	}
 }
 
-// do performs one HTTP call and decodes the JSON answer into out. Errors
-// never carry the query string (it holds the token or the secret).
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, out any) error {
+// request is one HTTP call. query and body may hold secrets; secrets lists
+// the values that must never show up in an error.
+type request struct {
+	method, path string
+	query        url.Values
+	body         []byte
+	secrets      []string
+}
+
+// sensitiveParams are the query parameters whose values are secrets.
+var sensitiveParams = []string{"access_token", "secret", "js_code"}
+
+// do performs one HTTP call and returns the body of a JSON answer whose
+// errcode is 0. Errors never carry a secret: URLs in them have the token,
+// appsecret and js_code redacted, and errmsgs are scrubbed.
+func (c *Client) do(ctx context.Context, r request) ([]byte, error) {
+	op := r.method + " " + r.path
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	u := c.cfg.BaseURL + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
+	// Whether the request was completely written decides whether a failure
+	// is uncertain: WeChat cannot act on a request it did not fully receive.
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				wrote.Store(true)
+			}
+		},
+	})
+	u := c.cfg.BaseURL + r.path
+	if len(r.query) > 0 {
+		u += "?" + r.query.Encode()
 	}
 	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	if r.body != nil {
+		rd = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, r.method, u, rd)
 	if err != nil {
-		return fmt.Errorf("build request %s: %w", path, redact(err))
+		return nil, fmt.Errorf("build request %s: %w", op, redact(err))
 	}
-	if body != nil {
+	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return &transportError{op: method + " " + path, err: redact(err), uncertain: !beforeSending(err)}
+		return nil, &transportError{op: op, err: redact(err), uncertain: wrote.Load()}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return &transportError{op: "read " + path, err: redact(err)}
+		// The answer was on its way: WeChat has acted.
+		return nil, &transportError{op: op, err: fmt.Errorf("read answer: %w", redact(err)), uncertain: true}
 	}
-	if resp.StatusCode >= 500 {
-		return &transportError{op: method + " " + path, err: fmt.Errorf("HTTP %d", resp.StatusCode)}
+	switch {
+	case resp.StatusCode >= 500:
+		// A gateway that timed out or got a broken answer had forwarded
+		// the request; other 5xx mean it was not handled.
+		gateway := resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout
+		return nil, &transportError{op: op, err: fmt.Errorf("HTTP %d", resp.StatusCode), uncertain: gateway}
+	case resp.StatusCode != http.StatusOK:
+		return nil, &statusError{op: op, status: resp.StatusCode}
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	var st apiStatus
+	if err := json.Unmarshal(data, &st); err != nil {
+		// The body itself is never quoted: a proxy's error page could echo
+		// the URL, token included.
+		return nil, &transportError{op: op, err: fmt.Errorf("answer is not WeChat JSON (%d bytes of %s): %w",
+			len(data), resp.Header.Get("Content-Type"), err)}
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return &transportError{op: "decode " + path, err: err}
+	if st.ErrCode != 0 {
+		return nil, &APIError{Code: st.ErrCode, Msg: scrub(st.ErrMsg, r.secrets), Path: r.path}
 	}
-	return nil
+	return data, nil
 }
 
-// beforeSending reports whether a failed request certainly never reached
-// the server: the connection could not even be made.
-func beforeSending(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
-}
-
-// redact removes the query string from any URL an error carries.
+// redact replaces the values of secret query parameters in any URL an
+// error carries.
 func redact(err error) error {
 	var ue *url.Error
-	if errors.As(err, &ue) {
-		u := ue.URL
-		if i := strings.IndexByte(u, '?'); i >= 0 {
-			u = u[:i] + "?REDACTED"
-		}
-		return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
+	if !errors.As(err, &ue) {
+		return err
 	}
-	return err
+	return &url.Error{Op: ue.Op, URL: redactURL(ue.URL), Err: ue.Err}
+}
+
+func redactURL(raw string) string {
+	base, query, ok := strings.Cut(raw, "?")
+	if !ok {
+		return raw
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return base + "?REDACTED"
+	}
+	for _, k := range sensitiveParams {
+		if q.Has(k) {
+			q.Set(k, "REDACTED")
+		}
+	}
+	return base + "?" + q.Encode()
 }

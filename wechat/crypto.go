@@ -96,7 +96,9 @@ func Encrypt(key []byte, appid string, msg, random []byte) (string, error) {
 }
 
 // Decrypt decrypts an Encrypt field and returns the message and the appid
-// it was encrypted for. It never panics on malformed input.
+// it was encrypted for; comparing that appid is the caller's job
+// (PushConfig.Open does it). It never panics on malformed input. Pads of
+// 1..32 bytes are valid: WeChat pads to 32, not to the AES block size.
 func Decrypt(key []byte, encrypted string) (msg []byte, appid string, err error) {
 	if len(key) != 32 {
 		return nil, "", fmt.Errorf("%w: AES key must be 32 bytes", ErrDecrypt)

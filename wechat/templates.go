@@ -2,6 +2,7 @@ package wechat
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -24,8 +25,10 @@ type Template struct {
 
 // Keyword is one keyword of a template, parsed from its content.
 type Keyword struct {
-	Key   string // "thing1"
-	Type  string // "thing"
+	Key string // "thing1"
+	// Type is the key without its number: "thing", "time", and
+	// "enum_string" for enum keywords (whose values are in Enum).
+	Type  string
 	Label string // "会议地点"
 	// Enum holds the allowed values of an enum keyword.
 	Enum []string
@@ -36,8 +39,11 @@ var keywordRef = regexp.MustCompile(`([^\n{}:：]*)[:：]?\s*\{\{\s*([a-z_]+?)(\
 // Templates lists the app's templates (getTemplateList), so rules can be
 // checked against what WeChat really has.
 func (c *Client) Templates(ctx context.Context, app string) ([]Template, error) {
+	data, err := c.callWithToken(ctx, app, http.MethodGet, pathTemplates, nil)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: list templates: %w", app, err)
+	}
 	var out struct {
-		apiStatus
 		Data []struct {
 			PriTmplID string `json:"priTmplId"`
 			Title     string `json:"title"`
@@ -50,8 +56,8 @@ func (c *Client) Templates(ctx context.Context, app string) ([]Template, error) 
 			} `json:"keywordEnumValueList"`
 		} `json:"data"`
 	}
-	if err := c.callWithToken(ctx, app, http.MethodGet, pathTemplates, nil, nil, &out); err != nil {
-		return nil, fmt.Errorf("list templates: %w", err)
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("app %s: list templates: read answer: %w", app, err)
 	}
 	list := make([]Template, 0, len(out.Data))
 	for _, d := range out.Data {

@@ -51,7 +51,7 @@ type harness struct {
 	stop func()
 }
 
-func startHarness(t *testing.T, dir, rulesSrc string) *harness {
+func startHarness(t *testing.T, dir, rulesSrc string, opts ...func(*serveConfig)) *harness {
 	t.Helper()
 	rulesPath := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rulesPath, []byte(rulesSrc), 0o600); err != nil {
@@ -59,7 +59,11 @@ func startHarness(t *testing.T, dir, rulesSrc string) *harness {
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := serveConfig{RulesPath: rulesPath, DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0", Emulator: true,
-		Logger: logger, Bridge: bridge.Config{ShutdownGrace: 5 * time.Second, RetryBase: 50 * time.Millisecond}}
+		PushMode: "safe", PushFormat: "json", ReloadEvery: 50 * time.Millisecond,
+		Logger: logger, Bridge: bridge.Config{ShutdownGrace: 5 * time.Second, RetryBase: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond}}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := startService(ctx, cfg)
 	if err != nil {
@@ -133,40 +137,60 @@ func (h *harness) publish(typ, id string, data any) {
 // have arrived.
 func (h *harness) results(n int) []bridge.Result {
 	h.t.Helper()
-	js, _ := jetstream.New(h.nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	return readResults(h.t, h.nc, n)
+}
+
+// readResults reads the results stream from the start until it holds at
+// least n results.
+func readResults(t *testing.T, nc *nats.Conn, n int) []bridge.Result {
+	t.Helper()
 	var out []bridge.Result
-	for {
-		cons, err := js.OrderedConsumer(ctx, "WXBRIDGE", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"wxbridge.results.>"}})
-		if err != nil {
-			h.t.Fatal(err)
+	readStream(t, nc, "wxbridge.results.>", func(out2 int) bool { return out2 >= n }, func(m jetstream.Msg) {
+		var r bridge.Result
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			t.Fatalf("result payload: %v", err)
 		}
-		out = out[:0]
+		out = append(out, r)
+	}, func() { out = out[:0] })
+	return out
+}
+
+// readStream reads the output stream's messages on subject from the start
+// and keeps reading new ones until enough says the count read is enough
+// (or 20 s pass). reset is called once, before the first message.
+func readStream(t *testing.T, nc *nats.Conn, subject string, enough func(int) bool, each func(jetstream.Msg), reset func()) {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, "WXBRIDGE", jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reset()
+	n := 0
+	for {
 		for {
-			msgs, err := cons.FetchNoWait(100)
+			msgs, err := cons.FetchNoWait(500)
 			if err != nil {
-				h.t.Fatal(err)
+				t.Fatal(err)
 			}
 			got := 0
 			for m := range msgs.Messages() {
 				got++
-				var r bridge.Result
-				if err := json.Unmarshal(m.Data(), &r); err != nil {
-					h.t.Fatalf("result payload: %v", err)
-				}
-				out = append(out, r)
+				n++
+				each(m)
 			}
 			if got == 0 {
 				break
 			}
 		}
-		if len(out) >= n {
-			return out
+		if enough(n) {
+			return
 		}
 		select {
 		case <-ctx.Done():
-			h.t.Fatalf("waited for %d results, have %d: %+v", n, len(out), out)
+			t.Fatalf("waited for messages on %s, have %d", subject, n)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -3,34 +3,71 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/wechat/wechattest"
 )
 
+const emulateSynopsis = `emulate [--listen ADDR] [--callback URL] [--rules rules.yaml] [--push-mode MODE] [--push-format FORMAT]
+
+Runs the WeChat emulator alone, for people developing their rules and their
+mini program backend. It knows the apps and templates of the rules file;
+point wxbridge (or anything else) at it with WXBRIDGE_WECHAT_API=http://ADDR.
+
+With --callback, each app's events (subscribe_msg_popup_event, _change_event,
+_sent_event) are pushed to CALLBACK/<app name>, signed with the app's
+push_token and, in compatible and safe mode, encrypted with its aes_key:
+--callback http://127.0.0.1:8080/wechat/callback matches wxbridge serve.
+
+Act as a user with the endpoints under /_dev/ (GET /_dev/ lists them), e.g.
+  curl -d '{"openid":"o-alice","results":{"TEMPLATE_ID":"accept"}}' http://ADDR/_dev/subscribe`
+
 func cmdEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("emulate", stderr, "emulate [--listen ADDR] [--callback URL] [--rules rules.yaml]")
+	f := newFlags("emulate", stderr, emulateSynopsis)
 	listen := f.str("listen", "WXBRIDGE_EMULATOR_LISTEN", "127.0.0.1:8081", "address the emulator serves the WeChat API on")
 	rulesPath := f.str("rules", "WXBRIDGE_RULES", "rules.yaml", "rules file whose apps and templates the emulator knows")
+	callback := f.str("callback", "WXBRIDGE_EMULATOR_CALLBACK", "", "base URL of the push callbacks; app NAME is pushed to URL/NAME (empty: no pushes)")
+	modeFlag := f.str("push-mode", "WXBRIDGE_EMULATOR_PUSH_MODE", "safe", "push encryption: plaintext, compatible or safe (apps without aes_key fall back to plaintext)")
+	formatFlag := f.str("push-format", "WXBRIDGE_EMULATOR_PUSH_FORMAT", "json", "push data format: json or xml")
+	sentEvents := f.boolean("sent-events", "WXBRIDGE_EMULATOR_SENT_EVENTS", true, "push subscribe_msg_sent_event for every accepted send")
 	if pos, err := f.parse(args); err != nil {
 		return err
 	} else if len(pos) > 0 {
 		return usagef("unexpected arguments %q", pos)
+	}
+	mode, err := wechattest.ParseMode(*modeFlag)
+	if err != nil {
+		return &usageError{err}
+	}
+	format, err := wechattest.ParseFormat(*formatFlag)
+	if err != nil {
+		return &usageError{err}
 	}
 	log := newLogger(stderr)
 	set, err := rules.Load(*rulesPath)
 	if err != nil {
 		return &usageError{err}
 	}
-	emu := wechattest.New(wechattest.Options{AutoUsers: true})
+	emu := wechattest.New(wechattest.Options{AutoUsers: true, Logger: log.With("component", "emulator")})
+	defer emu.Close()
 	configureEmulator(emu, set)
+	if *callback != "" {
+		push := pushConfig{base: *callback, mode: mode, format: format, sentEvents: *sentEvents}
+		if err := configureCallbacks(emu, set, push, log); err != nil {
+			return &usageError{err}
+		}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -39,9 +76,10 @@ func cmdEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defer cancel()
 		_ = srv.Shutdown(shut)
 	}()
-	log.Info("WeChat emulator listening", "url", "http://"+ln.Addr().String())
+	base := "http://" + ln.Addr().String()
+	log.Info("WeChat emulator listening", "url", base, "dev", base+wechattest.DevPrefix)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+		return fmt.Errorf("serve emulator: %w", err)
 	}
 	return nil
 }
@@ -53,10 +91,47 @@ func configureEmulator(emu *wechattest.Emulator, set *rules.Set) {
 		emu.AddApp(a.AppID, a.Secret)
 	}
 	for _, t := range set.Templates {
+		app, ok := set.Apps[t.App]
+		if !ok {
+			continue // rules.Load refuses this; nothing to register it with
+		}
 		kind := wechattest.OneTime
 		if t.Kind == rules.KindLongTerm {
 			kind = wechattest.LongTerm
 		}
-		emu.AddTemplate(set.Apps[t.App].AppID, wechattest.Template{ID: t.ID, Title: t.Name, Kind: kind, Keywords: t.Keywords})
+		emu.AddTemplate(app.AppID, wechattest.Template{ID: t.ID, Title: t.Name, Kind: kind, Keywords: t.Keywords})
 	}
+}
+
+type pushConfig struct {
+	base       string
+	mode       wechattest.Mode
+	format     wechattest.Format
+	sentEvents bool
+}
+
+// configureCallbacks points every app's pushes at base/<app name>, which
+// is where `wxbridge serve` takes the callbacks of that app, with the
+// push_token and aes_key of rules.yaml, as the WeChat admin console would
+// be filled in.
+func configureCallbacks(emu *wechattest.Emulator, set *rules.Set, push pushConfig, log *slog.Logger) error {
+	names := make([]string, 0, len(set.Apps))
+	for name := range set.Apps {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		a := set.Apps[name]
+		cb := wechattest.Callback{URL: strings.TrimRight(push.base, "/") + "/" + name, Token: a.PushToken,
+			EncodingAESKey: a.AESKey, Mode: push.mode, Format: push.format, SentEvents: push.sentEvents}
+		if cb.Mode != wechattest.Plaintext && a.AESKey == "" {
+			log.Warn("app has no aes_key: pushing in plaintext", "app", name)
+			cb.Mode = wechattest.Plaintext
+		}
+		if err := emu.SetCallback(a.AppID, cb); err != nil {
+			return fmt.Errorf("app %s: %w", name, err)
+		}
+		log.Info("pushing callbacks", "app", name, "url", cb.URL, "mode", cb.Mode.String(), "format", cb.Format.String())
+	}
+	return nil
 }

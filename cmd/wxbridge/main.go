@@ -20,6 +20,9 @@ Usage:
   wxbridge publish  TYPE [--data JSON | --file FILE] [--id ID] [--nats URL]
   wxbridge request  SUBJECT [--data JSON] [--nats URL]
   wxbridge watch    [SUBJECT] [--nats URL]
+  wxbridge rules    check [--remote] [rules.yaml] | render --event FILE [--type TYPE] [rules.yaml]
+  wxbridge state    user ID | event ID | role ROLE [SCOPE]
+  wxbridge import   bindings FILE.csv | roles FILE.csv
 
 Every flag has an environment variable (WXBRIDGE_RULES, WXBRIDGE_NATS_URL,
 WXBRIDGE_DATA, WXBRIDGE_LISTEN, WXBRIDGE_WECHAT_API, ...); run a subcommand
@@ -54,6 +57,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"publish": cmdPublish,
 		"request": cmdRequest,
 		"watch":   cmdWatch,
+		"rules":   cmdRules,
+		"state":   cmdState,
+		"import":  cmdImport,
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {

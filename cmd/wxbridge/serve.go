@@ -2,16 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wxbridge/wxbridge/bridge"
 	"github.com/wxbridge/wxbridge/internal/embednats"
@@ -29,9 +36,22 @@ type serveConfig struct {
 	DataDir    string
 	Listen     string
 	WeChatAPI  string
-	Emulator   bool
-	Bridge     bridge.Config
-	Logger     *slog.Logger
+	// WeChatTimeout bounds each WeChat call (default 10 s).
+	WeChatTimeout time.Duration
+	Emulator      bool
+	// PushMode and PushFormat are how the emulator pushes callbacks
+	// (with --emulator).
+	PushMode, PushFormat string
+	// AdminToken enables the /v1/ admin API.
+	AdminToken string
+	// ReloadEvery is how often the rules file is checked for changes.
+	ReloadEvery time.Duration
+	Bridge      bridge.Config
+	Logger      *slog.Logger
+
+	// emulatorSetup, in tests, prepares the emulator's WeChat-side state
+	// before the bridge starts consuming.
+	emulatorSetup func(*wechattest.Emulator)
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -44,6 +64,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.StringVar(&cfg.Listen, "listen", envOr("WXBRIDGE_LISTEN", "127.0.0.1:8080"), "HTTP address: callbacks, health, metrics, admin (env WXBRIDGE_LISTEN)")
 	f.StringVar(&cfg.WeChatAPI, "wechat-api", envOr("WXBRIDGE_WECHAT_API", wechat.DefaultBaseURL), "WeChat API base URL (env WXBRIDGE_WECHAT_API)")
 	emu := f.boolean("emulator", "WXBRIDGE_EMULATOR", false, "run the WeChat emulator in-process and send to it")
+	f.StringVar(&cfg.PushMode, "emulator-push-mode", envOr("WXBRIDGE_EMULATOR_PUSH_MODE", "safe"), "how the emulator pushes callbacks: plaintext, compatible or safe")
+	f.StringVar(&cfg.PushFormat, "emulator-push-format", envOr("WXBRIDGE_EMULATOR_PUSH_FORMAT", "json"), "format of the emulator's pushes: json or xml")
+	rate := f.Float64("app-rate", 0, "WeChat sends per second per app; 0 for no limit")
 	inflight := f.integer("max-in-flight", "WXBRIDGE_MAX_IN_FLIGHT", 64, "events processed at once")
 	sends := f.integer("max-sends", "WXBRIDGE_MAX_SENDS", 256, "concurrent WeChat calls")
 	attempts := f.integer("max-attempts", "WXBRIDGE_MAX_ATTEMPTS", 8, "tries per recipient on transient WeChat errors")
@@ -55,7 +78,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("unexpected arguments %q", pos)
 	}
 	cfg.Emulator = *emu
-	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait, ShutdownGrace: *grace}
+	cfg.AdminToken = os.Getenv("WXBRIDGE_ADMIN_TOKEN")
+	cfg.ReloadEvery = 2 * time.Second
+	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait,
+		ShutdownGrace: *grace, AppRate: *rate}
 
 	svc, err := startService(ctx, cfg)
 	if err != nil {
@@ -85,6 +111,9 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ReloadEvery <= 0 {
+		cfg.ReloadEvery = 2 * time.Second
+	}
 	set, err := rules.Load(cfg.RulesPath)
 	if err != nil {
 		return nil, &usageError{err}
@@ -113,7 +142,7 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix)}); err != nil {
 		return nil, err
 	}
-	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.db, Logger: log.With("component", "wechat")}); err != nil {
+	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.db, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat")}); err != nil {
 		return nil, &usageError{err}
 	}
 
@@ -140,16 +169,45 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 		return nil, err
 	}
 	s.applyRules(set)
+	if s.emu != nil && cfg.emulatorSetup != nil {
+		cfg.emulatorSetup(s.emu)
+	}
+	s.mountHTTP(mux)
+	return s, nil
+}
 
+// mountHTTP serves everything on the one listener: WeChat callbacks,
+// health, readiness, metrics and the admin API.
+func (s *service) mountHTTP(mux *http.ServeMux) {
+	push := &wechat.PushHandler{Config: s.bridge.PushConfig, Handle: s.bridge.HandlePush, Logger: s.log.With("component", "callback")}
+	mux.Handle("/wechat/callback/{app}", push)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.bridge.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if err := s.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	return s, nil
+	reg := s.bridge.Registry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/v1/", s.bridge.AdminHandler(s.cfg.AdminToken))
+}
+
+// ready is nil when NATS is connected, JetStream answers, the database is
+// open and the bridge consumes events.
+func (s *service) ready() error {
+	if !s.nc.IsConnected() {
+		return errors.New("NATS disconnected")
+	}
+	if !s.bridge.Ready() {
+		return errors.New("bridge not consuming")
+	}
+	if err := s.db.Ping(); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	return nil
 }
 
 // applyRules puts a rule set in force: the WeChat client learns its apps,
@@ -164,9 +222,86 @@ func (s *service) applyRules(set *rules.Set) {
 	}
 	if s.emu != nil {
 		configureEmulator(s.emu, set)
+		s.emulatorCallbacks(set)
 	}
 	s.bridge.SetRules(set)
 	s.log.Info("rules in force", "file", set.File, "apps", len(set.Apps), "templates", len(set.Templates), "rules", len(set.Rules))
+}
+
+// emulatorCallbacks points the emulator's pushes at this process's own
+// callback endpoint, so `serve --emulator` shows the whole subscription
+// flow: a user accepts in the emulator, WeChat pushes, the ledger counts.
+func (s *service) emulatorCallbacks(set *rules.Set) {
+	mode, err := wechattest.ParseMode(s.cfg.PushMode)
+	if err != nil {
+		s.log.Warn("emulator push mode", "err", err)
+		mode = wechattest.Safe
+	}
+	format, err := wechattest.ParseFormat(s.cfg.PushFormat)
+	if err != nil {
+		s.log.Warn("emulator push format", "err", err)
+		format = wechattest.JSON
+	}
+	for name, a := range set.Apps {
+		if a.PushToken == "" {
+			continue
+		}
+		cb := wechattest.Callback{URL: "http://" + s.ln.Addr().String() + "/wechat/callback/" + name, Token: a.PushToken,
+			EncodingAESKey: a.AESKey, Mode: mode, Format: format, SentEvents: true}
+		if a.AESKey == "" {
+			cb.Mode = wechattest.Plaintext
+		}
+		if err := s.emu.SetCallback(a.AppID, cb); err != nil {
+			s.log.Warn("emulator callback", "app", name, "err", err)
+		}
+	}
+}
+
+// watchRules reloads the rules when the file changes or on SIGHUP. A file
+// that fails the checks is refused and the rules in force keep running.
+func (s *service) watchRules(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	last := fileStamp(s.cfg.RulesPath)
+	tick := time.NewTicker(s.cfg.ReloadEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-tick.C:
+			if cur := fileStamp(s.cfg.RulesPath); cur == last {
+				continue
+			} else {
+				last = cur
+			}
+		}
+		s.reload()
+	}
+}
+
+// reload loads the rules file and, if it passes, puts it in force.
+func (s *service) reload() bool {
+	set, err := rules.Load(s.cfg.RulesPath)
+	if err != nil {
+		s.log.Error("rules reload refused; the previous rules keep running", "file", s.cfg.RulesPath, "err", err)
+		return false
+	}
+	s.applyRules(set)
+	return true
+}
+
+// fileStamp changes when the file's content does (a hash: editors and
+// config management may keep the size and even the modification time).
+func fileStamp(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "missing"
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // run serves until ctx ends, then shuts down in order: stop taking events,
@@ -184,6 +319,12 @@ func (s *service) run(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.watchRules(runCtx)
+	}()
+	defer func() { <-watchDone }()
 	bridgeErr := make(chan error, 1)
 	go func() { bridgeErr <- s.bridge.Run(runCtx) }()
 
@@ -208,10 +349,16 @@ func (s *service) run(ctx context.Context) error {
 }
 
 func (s *service) close() {
+	if s.emu != nil {
+		_ = s.emu.Close()
+	}
 	if s.http != nil {
 		_ = s.http.Close()
 	} else if s.ln != nil {
 		_ = s.ln.Close()
+	}
+	if s.wx != nil {
+		_ = s.wx.Close()
 	}
 	if s.nc != nil {
 		s.nc.Close()

@@ -1,19 +1,15 @@
-// Package wechattest is an in-process WeChat emulator for tests, benchmarks
-// and `wxbridge emulate`. It serves the same paths, JSON shapes and errcodes
-// as api.weixin.qq.com for the APIs wxbridge uses, keeps per-user
-// subscription state, and records every accepted send so tests can assert on
-// exactly what was sent.
-//
-// An Emulator is safe for concurrent use.
 package wechattest
 
 import (
+	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,70 +19,120 @@ import (
 type Kind int
 
 const (
+	// OneTime templates (type 2): each accept is worth exactly one send.
 	OneTime Kind = iota
+	// LongTerm templates (type 3): one accept allows sends until a reject.
 	LongTerm
 )
+
+func (k Kind) String() string {
+	if k == LongTerm {
+		return "long_term"
+	}
+	return "one_time"
+}
 
 // Template is a subscribe-message template registered with an app.
 type Template struct {
 	ID    string
 	Title string
 	Kind  Kind
-	// Keywords maps keyword keys ("thing1") to their types ("thing").
+	// Keywords maps keyword keys ("thing1") to their types ("thing"); see
+	// reference §2 for the types. A template without keywords takes any key
+	// and checks it against the type its prefix names ("thing1" is a thing).
 	Keywords map[string]string
+	// Labels are the keyword names gettemplate shows in content
+	// ("会议时间:{{date2.DATA}}"). Default: the key.
+	Labels map[string]string
+	// Enums lists the values an enum keyword accepts, by key. An enum
+	// keyword without a list accepts any value of at most 20 characters.
+	Enums map[string][]string
 }
 
 // Sent is one send WeChat accepted.
 type Sent struct {
-	AppID      string
-	MsgID      string
-	ToUser     string
-	TemplateID string
-	Page       string
-	State      string
-	Lang       string
-	Data       map[string]string
-	At         time.Time
+	AppID      string            `json:"appid"`
+	MsgID      string            `json:"msgid"`
+	ToUser     string            `json:"touser"`
+	TemplateID string            `json:"template_id"`
+	Page       string            `json:"page,omitempty"`
+	State      string            `json:"miniprogram_state,omitempty"`
+	Lang       string            `json:"lang,omitempty"`
+	Data       map[string]string `json:"data"`
+	At         time.Time         `json:"at"`
 }
 
 // Options configure an Emulator.
 type Options struct {
-	// TokenTTL is the expires_in of issued tokens. Default 7200s.
+	// TokenTTL is the life of issued tokens (expires_in). Default 7200s.
+	// Old and new tokens overlap for 5 minutes, or half the TTL when it is
+	// shorter than 10 minutes.
 	TokenTTL time.Duration
 	// AutoUsers makes unknown openids valid users, as in `serve --emulator`,
 	// where people bind made-up openids. Tests leave it off: an unknown
 	// openid then gets 40003, as WeChat answers.
 	AutoUsers bool
-	// AutoSubscribe grants unlimited sends to every user, for demos without a
-	// subscription flow. Default off: one-time templates need credits.
+	// AutoSubscribe lets every user receive every template without credits,
+	// for demos without a subscription flow. An explicit reject or ban
+	// still refuses (43101). Default off: one-time templates need credits.
 	AutoSubscribe bool
-	Now           func() time.Time
+	// Now is the clock of token and code expiry, rate windows and
+	// timestamps. Default time.Now.
+	Now func() time.Time
+	// Logger hears about pushes (debug when delivered, warn when every try
+	// failed), for people running the emulator by hand. Default: silent.
+	Logger *slog.Logger
 }
 
-// Emulator is a fake api.weixin.qq.com.
+// Emulator is a fake api.weixin.qq.com. It is an http.Handler.
 type Emulator struct {
-	opts  Options
-	mu    sync.Mutex
-	apps  map[string]*app // by appid
-	sends []Sent
-	msgID atomic.Uint64
-	mux   *http.ServeMux
+	opts    Options
+	overlap time.Duration
+
+	mu   sync.RWMutex // guards apps; each app has its own lock for its state
+	apps map[string]*app
+
+	tokens sync.Map // token value -> *token, so a call finds its app without a lock
+
+	sendsMu sync.Mutex
+	sends   []Sent
+
+	msgID  atomic.Uint64
+	ridSeq atomic.Uint64
+	ridPfx uint32
+
+	faults atomic.Pointer[faultState]
+	calls  callCounter
+
+	push pusher
+
+	// holdHook runs while a send holds its recipient; tests use it to make
+	// two sends overlap without relying on timing.
+	holdHook func()
 }
 
+// app is one Mini Program. Its mutex guards everything below it.
 type app struct {
-	appid, secret string
-	tokens        map[string]time.Time // token -> expiry
-	stable        string
-	templates     map[string]Template
-	users         map[string]*user // by openid
+	appid string
+
+	mu        sync.Mutex
+	secret    string
+	templates map[string]*template
+	order     []string        // template ids in registration order, for gettemplate
+	pages     map[string]bool // nil: pages are not checked
+	users     map[string]*user
+	codes     map[string]*loginCode
+	legacy    tokenFamily
+	stable    tokenFamily
+	forceDay  int
+	forces    int
+	lastForce time.Time
+	sendsOK   int
+	callback  *callbackState
 }
 
-type user struct {
-	credits  map[string]int  // one-time template -> sends left
-	longTerm map[string]bool // long-term template -> accepted
-}
-
-// New returns an Emulator with no apps.
+// New returns an Emulator with no apps. Call Close when done with it if it
+// pushes callbacks.
 func New(opts Options) *Emulator {
 	if opts.TokenTTL <= 0 {
 		opts.TokenTTL = 7200 * time.Second
@@ -94,216 +140,161 @@ func New(opts Options) *Emulator {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	e := &Emulator{opts: opts, apps: map[string]*app{}, mux: http.NewServeMux()}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Emulator{opts: opts, apps: map[string]*app{}}
+	e.overlap = min(tokenOverlap, opts.TokenTTL/2)
 	// msgids are 19-digit numbers, above 2^53, as WeChat's are.
 	e.msgID.Store(1864323726461255680)
-	e.mux.HandleFunc("POST /cgi-bin/stable_token", e.stableToken)
-	e.mux.HandleFunc("POST /cgi-bin/message/subscribe/send", e.send)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	e.ridPfx = binary.BigEndian.Uint32(b[:])
+	e.push.init(opts.Logger)
 	return e
 }
 
-// ServeHTTP serves the WeChat API.
-func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) { e.mux.ServeHTTP(w, r) }
+// Close stops the goroutines that deliver pushes, waits for them, and ends
+// requests held by the timeout fault. Pushes queued afterwards are refused.
+func (e *Emulator) Close() error {
+	e.push.close()
+	return nil
+}
 
-// AddApp registers a Mini Program.
+// AddApp registers a Mini Program, or changes its secret.
 func (e *Emulator) AddApp(appid, secret string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if a, ok := e.apps[appid]; ok {
+		a.mu.Lock()
 		a.secret = secret
+		a.mu.Unlock()
 		return
 	}
-	e.apps[appid] = &app{appid: appid, secret: secret, tokens: map[string]time.Time{},
-		templates: map[string]Template{}, users: map[string]*user{}}
+	e.apps[appid] = &app{appid: appid, secret: secret, templates: map[string]*template{},
+		users: map[string]*user{}, codes: map[string]*loginCode{}}
 }
 
-// AddTemplate registers a template with an app added before.
+// app returns the app with appid, or nil.
+func (e *Emulator) app(appid string) *app {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.apps[appid]
+}
+
+// mustApp is for the methods tests call: an unknown appid is a mistake in
+// the test's setup, and a loud one is cheaper to find.
+func (e *Emulator) mustApp(method, appid string) *app {
+	a := e.app(appid)
+	if a == nil {
+		panic(fmt.Sprintf("wechattest: %s: unknown appid %q (call AddApp first)", method, appid))
+	}
+	return a
+}
+
+// AppIDs lists the registered apps.
+func (e *Emulator) AppIDs() []string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	ids := make([]string, 0, len(e.apps))
+	for id := range e.apps {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// AddTemplate registers a template with an app, or replaces it.
 func (e *Emulator) AddTemplate(appid string, t Template) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.apps[appid].templates[t.ID] = t
+	a := e.mustApp("AddTemplate", appid)
+	compiled := compileTemplate(t)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old, ok := a.templates[t.ID]; ok {
+		compiled.banned = old.banned
+	} else {
+		a.order = append(a.order, t.ID)
+	}
+	a.templates[t.ID] = compiled
+}
+
+// SetPages registers the pages of the app's released version (as in
+// app.json, "pages/index/index"). From then on a formal send whose page is
+// not one of them gets 41030. Without a call, pages are not checked.
+func (e *Emulator) SetPages(appid string, pages ...string) {
+	a := e.mustApp("SetPages", appid)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pages = map[string]bool{}
+	for _, p := range pages {
+		a.pages[pagePath(p)] = true
+	}
 }
 
 // AddUser makes openid a user of appid.
 func (e *Emulator) AddUser(appid, openid string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.userLocked(e.apps[appid], openid, true)
-}
-
-// Accept records that the user accepted templateID once: one more send for
-// a one-time template, unlimited sends for a long-term one.
-func (e *Emulator) Accept(appid, openid, templateID string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	a := e.apps[appid]
-	u := e.userLocked(a, openid, true)
-	if a.templates[templateID].Kind == LongTerm {
-		u.longTerm[templateID] = true
-		return
-	}
-	u.credits[templateID]++
+	a := e.mustApp("AddUser", appid)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.user(openid, true)
 }
 
 // Sends returns every send accepted so far, in order.
 func (e *Emulator) Sends() []Sent {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.sendsMu.Lock()
+	defer e.sendsMu.Unlock()
 	return append([]Sent(nil), e.sends...)
 }
 
-func (e *Emulator) userLocked(a *app, openid string, create bool) *user {
-	u, ok := a.users[openid]
-	if !ok && create {
-		u = &user{credits: map[string]int{}, longTerm: map[string]bool{}}
-		a.users[openid] = u
+func (e *Emulator) record(s Sent) {
+	e.sendsMu.Lock()
+	e.sends = append(e.sends, s)
+	e.sendsMu.Unlock()
+}
+
+// rid makes the request id WeChat appends to every errmsg
+// ("693398e6-48ac74fd-2c498819"): cheap, unique within the process.
+func (e *Emulator) rid() string {
+	var b [26]byte
+	n := e.ridSeq.Add(1)
+	var raw [12]byte
+	binary.BigEndian.PutUint32(raw[0:4], uint32(e.opts.Now().Unix()))
+	binary.BigEndian.PutUint32(raw[4:8], e.ridPfx)
+	binary.BigEndian.PutUint32(raw[8:12], uint32(n))
+	hex.Encode(b[0:8], raw[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:17], raw[4:8])
+	b[17] = '-'
+	hex.Encode(b[18:26], raw[8:12])
+	return string(b[:])
+}
+
+func randomString(n int, alphabet string) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
-	return u
+	return string(b)
 }
 
-type errAnswer struct {
-	ErrCode int    `json:"errcode"`
-	ErrMsg  string `json:"errmsg"`
-}
+const alnum = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json; encoding=utf-8")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// fail answers like WeChat does: HTTP 200 with errcode and errmsg, the
-// errmsg ending with a request id.
-func fail(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, errAnswer{code, msg + " rid: " + rid()})
-}
-
-func rid() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:16] + "-" + h[16:]
-}
-
-func newToken() string {
-	var b [48]byte
-	_, _ = rand.Read(b[:])
-	return "EMU_" + strings.ToUpper(hex.EncodeToString(b[:]))
-}
-
-func (e *Emulator) stableToken(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		GrantType    string `json:"grant_type"`
-		AppID        string `json:"appid"`
-		Secret       string `json:"secret"`
-		ForceRefresh bool   `json:"force_refresh"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		fail(w, 47001, "data format error")
+// wait sleeps for d unless the request ends or the emulator closes first.
+func (e *Emulator) wait(ctx context.Context, d time.Duration) {
+	if d <= 0 {
 		return
 	}
-	if req.GrantType != "client_credential" {
-		fail(w, 40002, "invalid grant_type")
-		return
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-e.push.ctx.Done():
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	a, ok := e.apps[req.AppID]
-	if !ok {
-		fail(w, 40013, "invalid appid")
-		return
-	}
-	if req.Secret != a.secret {
-		fail(w, 40125, "invalid appsecret")
-		return
-	}
-	now := e.opts.Now()
-	exp, ok := a.tokens[a.stable]
-	if !ok || req.ForceRefresh || !now.Before(exp) {
-		a.stable = newToken()
-		exp = now.Add(e.opts.TokenTTL)
-		a.tokens[a.stable] = exp
-	}
-	writeJSON(w, map[string]any{"access_token": a.stable, "expires_in": int64(exp.Sub(now).Seconds())})
 }
 
-// appForToken finds the app a token belongs to and answers 40001 or 42001
-// like WeChat when it is unknown or expired.
-func (e *Emulator) appForToken(w http.ResponseWriter, r *http.Request) *app {
-	tok := r.URL.Query().Get("access_token")
-	if tok == "" {
-		fail(w, 41001, "access_token missing")
-		return nil
-	}
-	now := e.opts.Now()
-	for _, a := range e.apps {
-		if exp, ok := a.tokens[tok]; ok {
-			if !now.Before(exp) {
-				fail(w, 42001, "access_token expired")
-				return nil
-			}
-			return a
-		}
-	}
-	fail(w, 40001, "invalid credential, access_token is invalid or not latest")
-	return nil
-}
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-func (e *Emulator) send(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		ToUser     string `json:"touser"`
-		TemplateID string `json:"template_id"`
-		Page       string `json:"page"`
-		State      string `json:"miniprogram_state"`
-		Lang       string `json:"lang"`
-		Data       map[string]struct {
-			Value string `json:"value"`
-		} `json:"data"`
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	a := e.appForToken(w, r)
-	if a == nil {
-		return
-	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		fail(w, 47001, "data format error")
-		return
-	}
-	u := e.userLocked(a, req.ToUser, e.opts.AutoUsers && req.ToUser != "")
-	if u == nil {
-		fail(w, 40003, "invalid openid")
-		return
-	}
-	t, ok := a.templates[req.TemplateID]
-	if !ok {
-		fail(w, 40037, "invalid template_id")
-		return
-	}
-	data := map[string]string{}
-	for k, v := range req.Data {
-		if _, ok := t.Keywords[k]; !ok {
-			fail(w, 47003, "argument invalid! data."+k+".value invalid")
-			return
-		}
-		data[k] = v.Value
-	}
-	if !e.opts.AutoSubscribe {
-		switch {
-		case t.Kind == LongTerm && u.longTerm[t.ID]:
-		case t.Kind == OneTime && u.credits[t.ID] > 0:
-			u.credits[t.ID]--
-		default:
-			fail(w, 43101, "user refuse to accept the msg")
-			return
-		}
-	}
-	id := e.msgID.Add(1)
-	msgid := jsonNumber(id)
-	e.sends = append(e.sends, Sent{AppID: a.appid, MsgID: string(msgid), ToUser: req.ToUser, TemplateID: t.ID,
-		Page: req.Page, State: req.State, Lang: req.Lang, Data: data, At: e.opts.Now()})
-	writeJSON(w, map[string]any{"errcode": 0, "errmsg": "ok", "msgid": msgid})
-}
-
-func jsonNumber(n uint64) json.Number {
-	return json.Number(strconv.FormatUint(n, 10))
-}
+// ensure Emulator stays an http.Handler.
+var _ http.Handler = (*Emulator)(nil)

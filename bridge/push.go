@@ -1,0 +1,94 @@
+package bridge
+
+import (
+	"context"
+	"time"
+
+	"github.com/wxbridge/wxbridge/storage"
+	"github.com/wxbridge/wxbridge/wechat"
+)
+
+// pushStore applies WeChat pushes.
+type pushStore interface {
+	ApplyPush(ctx context.Context, p storage.PushChanges) (storage.PushResult, error)
+}
+
+// Push event names.
+const (
+	eventPopup  = "subscribe_msg_popup_event"
+	eventChange = "subscribe_msg_change_event"
+	eventSent   = "subscribe_msg_sent_event"
+)
+
+// PushConfig gives the push settings of an app named in the rules, for
+// wechat.PushHandler. An app without a push token has no callback.
+func (b *Bridge) PushConfig(app string) (wechat.PushConfig, bool) {
+	a, ok := b.rules.Load().Apps[app]
+	if !ok || a.PushToken == "" {
+		return wechat.PushConfig{}, false
+	}
+	return wechat.PushConfig{AppID: a.AppID, Token: a.PushToken, EncodingAESKey: a.AESKey}, true
+}
+
+// HandlePush applies one verified WeChat push (wechat.PushHandler.Handle):
+// subscription popups and changes go to the ledger, delivery reports become
+// delivered/undelivered results. WeChat's retries of a push change nothing.
+func (b *Bridge) HandlePush(ctx context.Context, app string, p *wechat.Push) error {
+	ps, ok := b.cfg.Store.(pushStore)
+	if !ok {
+		return nil
+	}
+	event := p.Event
+	if event == "" {
+		event = p.MsgType
+	}
+	at := time.Unix(p.CreateTime, 0)
+	ch := storage.PushChanges{DedupeKey: app + "|" + p.DedupeKey(), Announce: func(rec storage.SendRecord) []storage.OutboxMessage {
+		return []storage.OutboxMessage{b.resultMessage(rec, "delivery")}
+	}}
+	switch p.Event {
+	case eventPopup, eventChange:
+		source := storage.SourcePopup
+		if p.Event == eventChange {
+			source = storage.SourceChange
+		}
+		for _, s := range p.Subscriptions {
+			status, ok := clientStatus(s.Status)
+			if !ok {
+				continue
+			}
+			ch.Subscriptions = append(ch.Subscriptions, storage.SubscriptionChange{App: app, OpenID: p.FromUserName,
+				TemplateID: s.TemplateID, Status: status, Kind: b.templateKind(app, s.TemplateID), Source: source, At: at})
+		}
+	case eventSent:
+		for _, s := range p.Sent {
+			d := storage.Delivery{MsgID: s.MsgID, Status: StatusDelivered, ErrCode: s.ErrorCode, ErrMsg: s.ErrorStatus}
+			if s.ErrorCode != 0 {
+				d.Status = StatusUndelivered
+			}
+			ch.Deliveries = append(ch.Deliveries, d)
+		}
+	default:
+		b.metrics.pushes.WithLabelValues(app, "other", "ignored").Inc()
+		b.log.Debug("push ignored", "app", app, "msg_type", p.MsgType, "event", p.Event)
+		return nil
+	}
+	res, err := ps.ApplyPush(ctx, ch)
+	if err != nil {
+		b.metrics.pushes.WithLabelValues(app, event, "error").Inc()
+		return err
+	}
+	switch {
+	case res.Duplicate:
+		b.metrics.pushes.WithLabelValues(app, event, "duplicate").Inc()
+	default:
+		b.metrics.pushes.WithLabelValues(app, event, "applied").Inc()
+		for _, rec := range res.Deliveries {
+			b.metrics.result(rec.Delivery, "", rec.DeliveryCode)
+		}
+		if len(res.UnknownMsgIDs) > 0 {
+			b.log.Info("delivery reports for unknown msgids", "app", app, "msgids", res.UnknownMsgIDs)
+		}
+	}
+	return nil
+}

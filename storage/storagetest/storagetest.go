@@ -1,0 +1,709 @@
+// Package storagetest is the contract every wxbridge state backend passes:
+// the bbolt DB today, a JetStream KV store later. Run it from the backend's
+// tests with a constructor that opens a fresh, empty store on a clock the
+// suite controls.
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxbridge/wxbridge/storage"
+)
+
+// Store is what a backend provides.
+type Store interface {
+	Bind(ctx context.Context, b storage.Binding) (*storage.Binding, error)
+	Unbind(ctx context.Context, app, userID string) (bool, error)
+	Binding(ctx context.Context, app, userID string) (storage.Binding, bool, error)
+	Bindings(ctx context.Context, userID string) ([]storage.Binding, error)
+	UserByOpenID(ctx context.Context, app, openid string) (string, bool, error)
+
+	UpdateRoles(ctx context.Context, userID string, grant, revoke []storage.Role) error
+	RoleMembers(ctx context.Context, role, scope string) ([]storage.RoleGrant, error)
+	UserRoles(ctx context.Context, userID string) ([]storage.RoleGrant, error)
+
+	ApplySubscription(ctx context.Context, ch storage.SubscriptionChange) (storage.Subscription, error)
+	Subscription(ctx context.Context, app, openid, templateID string) (storage.Subscription, bool, error)
+	ApplyPush(ctx context.Context, p storage.PushChanges) (storage.PushResult, error)
+
+	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
+	Complete(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
+	Send(ctx context.Context, key string) (storage.SendRecord, bool, error)
+	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
+	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
+	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
+
+	Defer(ctx context.Context, rec storage.SendRecord, due time.Time, payload []byte) (bool, error)
+	DueDeferred(ctx context.Context, now time.Time, max int) ([]storage.Deferred, error)
+	Reschedule(ctx context.Context, d storage.Deferred, next time.Time) error
+
+	Outbox(ctx context.Context, after uint64, max int) ([]storage.OutboxEntry, error)
+	DeleteOutbox(ctx context.Context, seqs ...uint64) error
+
+	LoadToken(ctx context.Context, key string) (string, time.Time, error)
+	SaveToken(ctx context.Context, key, token string, expiresAt time.Time) error
+
+	Expire(ctx context.Context, r storage.Retention) (storage.ExpireStats, error)
+}
+
+// Clock is a settable clock for the store under test.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock starts a clock at a fixed instant.
+func NewClock() *Clock { return &Clock{t: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)} }
+
+// Now is the clock's time; give it to the store as its time source.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// Opener opens a fresh store whose clock is c. hook is the ledger hook the
+// store must call for every ledger change.
+type Opener func(t *testing.T, c *Clock, hook storage.LedgerHook) Store
+
+const (
+	app = "main"
+	tpl = "TPL-1"
+)
+
+// Run runs the whole contract against a backend.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Opener)
+	}{
+		{"Bindings", testBindings},
+		{"Roles", testRoles},
+		{"LedgerAcceptsAddUp", testLedgerAcceptsAddUp},
+		{"LedgerReconcilesTwoChannels", testLedgerReconcile},
+		{"LedgerLongTerm", testLedgerLongTerm},
+		{"LedgerAnnouncesEveryChange", testLedgerAnnounces},
+		{"ReserveConsumesOnce", testReserveConsumesOnce},
+		{"CompleteEffects", testCompleteEffects},
+		{"OutcomeNeverOverwritten", testOutcomeNeverOverwritten},
+		{"InDoubt", testInDoubt},
+		{"DedupeAndCap", testDedupeAndCap},
+		{"PushAppliedOnce", testPushOnce},
+		{"DeliveryBeforeItsSend", testDeliveryBeforeSend},
+		{"Schedule", testSchedule},
+		{"Outbox", testOutbox},
+		{"Tokens", testTokens},
+		{"Expire", testExpire},
+		{"ConcurrentCredits", testConcurrentCredits},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
+	}
+}
+
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func check(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var ctx = context.Background()
+
+func testBindings(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	if moved := must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u1", OpenID: "o1", UnionID: "x1"})); moved != nil {
+		t.Fatalf("first bind moved %+v", moved)
+	}
+	b, ok, err := s.Binding(ctx, app, "u1")
+	if err != nil || !ok || b.OpenID != "o1" || b.UnionID != "x1" || b.BoundAt.IsZero() {
+		t.Fatalf("binding %+v %v %v", b, ok, err)
+	}
+	// The openid moves to u2: u1 loses it, and the move is reported.
+	moved := must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u2", OpenID: "o1"}))
+	if moved == nil || moved.UserID != "u1" {
+		t.Fatalf("re-bind: moved %+v", moved)
+	}
+	if _, ok, _ := s.Binding(ctx, app, "u1"); ok {
+		t.Fatal("u1 still bound after its openid moved")
+	}
+	if u, ok, _ := s.UserByOpenID(ctx, app, "o1"); !ok || u != "u2" {
+		t.Fatalf("o1 belongs to %q", u)
+	}
+	// u2 gets a new openid: the old one no longer points at u2.
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u2", OpenID: "o2"}))
+	if _, ok, _ := s.UserByOpenID(ctx, app, "o1"); ok {
+		t.Fatal("o1 still points at a user")
+	}
+	// One user, several apps.
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: "other", UserID: "u2", OpenID: "p2"}))
+	if all := must[[]storage.Binding](t)(s.Bindings(ctx, "u2")); len(all) != 2 {
+		t.Fatalf("u2 bindings %+v", all)
+	}
+	if found := must[bool](t)(s.Unbind(ctx, app, "u2")); !found {
+		t.Fatal("unbind found nothing")
+	}
+	if _, ok, _ := s.UserByOpenID(ctx, app, "o2"); ok {
+		t.Fatal("unbound openid still resolves")
+	}
+	if found := must[bool](t)(s.Unbind(ctx, app, "u2")); found {
+		t.Fatal("second unbind found something")
+	}
+	if _, err := s.Bind(ctx, storage.Binding{App: app, UserID: "u3"}); !errors.Is(err, storage.ErrInvalid) {
+		t.Fatalf("bind without openid: %v", err)
+	}
+}
+
+func testRoles(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	rec := storage.Role{Role: "reconciler", Scope: "buyer:42"}
+	check(t, s.UpdateRoles(ctx, "u1", []storage.Role{rec}, nil))
+	check(t, s.UpdateRoles(ctx, "u2", []storage.Role{rec, {Role: "admin", Scope: ""}}, nil))
+	check(t, s.UpdateRoles(ctx, "u3", []storage.Role{{Role: "reconciler", Scope: "buyer:420"}}, nil))
+	members := must[[]storage.RoleGrant](t)(s.RoleMembers(ctx, "reconciler", "buyer:42"))
+	if len(members) != 2 || members[0].UserID != "u1" || members[1].UserID != "u2" {
+		t.Fatalf("members of buyer:42 (must not include buyer:420): %+v", members)
+	}
+	check(t, s.UpdateRoles(ctx, "u1", nil, []storage.Role{rec}))
+	if members := must[[]storage.RoleGrant](t)(s.RoleMembers(ctx, "reconciler", "buyer:42")); len(members) != 1 {
+		t.Fatalf("after revoke: %+v", members)
+	}
+	if roles := must[[]storage.RoleGrant](t)(s.UserRoles(ctx, "u2")); len(roles) != 2 {
+		t.Fatalf("roles of u2: %+v", roles)
+	}
+}
+
+func accept(src string, at time.Time) storage.SubscriptionChange {
+	return storage.SubscriptionChange{App: app, OpenID: "o1", TemplateID: tpl, Status: storage.StatusAccept, Source: src, At: at}
+}
+
+func credits(t *testing.T, s Store) int {
+	t.Helper()
+	sub, _, err := s.Subscription(ctx, app, "o1", tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub.Credits
+}
+
+func testLedgerAcceptsAddUp(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	for i := 0; i < 3; i++ {
+		must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+		c.Advance(time.Second)
+	}
+	if n := credits(t, s); n != 3 {
+		t.Fatalf("three client accepts: %d credits", n)
+	}
+	reject := accept(storage.SourceChange, c.Now())
+	reject.Status = storage.StatusReject
+	sub := must[storage.Subscription](t)(s.ApplySubscription(ctx, reject))
+	if sub.Credits != 0 || sub.Status != storage.StatusReject {
+		t.Fatalf("after reject: %+v", sub)
+	}
+	if ok, reason := sub.Usable(); ok || reason != "rejected" {
+		t.Fatalf("rejected subscription usable=%v reason=%q", ok, reason)
+	}
+	sub = must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourcePopup, c.Now())))
+	if sub.Credits != 1 || sub.Status != storage.StatusAccept {
+		t.Fatalf("accept after reject: %+v", sub)
+	}
+}
+
+func testLedgerReconcile(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	t0 := c.Now()
+	// One accept heard twice: client report, then the popup push 3 s later.
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, t0)))
+	must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "p1",
+		Subscriptions: []storage.SubscriptionChange{accept(storage.SourcePopup, t0.Add(3*time.Second))}}))
+	if n := credits(t, s); n != 1 {
+		t.Fatalf("one accept heard on two channels: %d credits, want 1", n)
+	}
+	// Two real accepts, both heard on both channels, interleaved.
+	c.Advance(time.Minute)
+	t1 := c.Now()
+	must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "p2",
+		Subscriptions: []storage.SubscriptionChange{accept(storage.SourcePopup, t1)}}))
+	must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "p3",
+		Subscriptions: []storage.SubscriptionChange{accept(storage.SourcePopup, t1.Add(5*time.Second))}}))
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, t1.Add(time.Second))))
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, t1.Add(6*time.Second))))
+	if n := credits(t, s); n != 3 {
+		t.Fatalf("1 + 2 accepts each heard twice: %d credits, want 3", n)
+	}
+	// A client report long after a popup is a new accept.
+	c.Advance(time.Hour)
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+	if n := credits(t, s); n != 4 {
+		t.Fatalf("late client report: %d credits, want 4", n)
+	}
+}
+
+func testLedgerLongTerm(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	ch := accept(storage.SourcePopup, c.Now())
+	ch.Kind = storage.KindLongTerm
+	sub := must[storage.Subscription](t)(s.ApplySubscription(ctx, ch))
+	if ok, _ := sub.Usable(); !ok || sub.Kind != storage.KindLongTerm {
+		t.Fatalf("long-term accept: %+v", sub)
+	}
+	for i := 0; i < 5; i++ {
+		res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq(fmt.Sprintf("e%d", i), "own", true)))
+		if res.Outcome != storage.Reserved {
+			t.Fatalf("long-term send %d: %+v", i, res)
+		}
+	}
+	if sub, _, _ := s.Subscription(ctx, app, "o1", tpl); sub.Status != storage.StatusAccept || sub.Kind != storage.KindLongTerm {
+		t.Fatalf("long-term after sends: %+v", sub)
+	}
+}
+
+func testLedgerAnnounces(t *testing.T, open Opener) {
+	c := NewClock()
+	var mu sync.Mutex
+	var seen []storage.Subscription
+	hook := func(s storage.Subscription) []storage.OutboxMessage {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, s)
+		return []storage.OutboxMessage{{Subject: "subs." + s.App, Payload: []byte(fmt.Sprint(s.Credits))}}
+	}
+	s := open(t, c, hook)
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u1", OpenID: "o1"}))
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true)))
+	rec := res.Record
+	rec.State = storage.StateFailed
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.RefundCredit, nil)))
+	msgs := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 100))
+	var got []string
+	for _, m := range msgs {
+		got = append(got, string(m.Payload))
+	}
+	// accept (1), send consumed (0), refund (1).
+	if fmt.Sprint(got) != "[1 0 1]" {
+		t.Fatalf("announced credits %v, want [1 0 1]", got)
+	}
+	if seen[0].UserID != "u1" {
+		t.Fatalf("announcement lacks the user: %+v", seen[0])
+	}
+}
+
+func first[A, B any](a A, _ B, err error) (A, error) { return a, err }
+
+func reserveReq(event, owner string, checkCredit bool) storage.ReserveRequest {
+	return storage.ReserveRequest{
+		Record: storage.SendRecord{Key: storage.SendKey(event, "rule", "u:u1"), EventID: event, EventType: "t", Rule: "rule",
+			App: app, TemplateID: tpl, UserID: "u1", OpenID: "o1"},
+		Owner: owner, CheckCredit: checkCredit, ResendInDoubt: true,
+	}
+}
+
+func testReserveConsumesOnce(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	if res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true))); res.Outcome != storage.NoCredit || res.Reason != "not_subscribed" {
+		t.Fatalf("no ledger entry: %+v", res)
+	}
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true)))
+	if res.Outcome != storage.Reserved || !res.Record.CreditTaken || res.Record.State != storage.StatePending || res.Record.Attempts != 1 {
+		t.Fatalf("reserve: %+v", res)
+	}
+	if n := credits(t, s); n != 0 {
+		t.Fatalf("credit not consumed: %d", n)
+	}
+	// The same owner asking again (a concurrent redelivery) is busy, and
+	// nothing more is consumed.
+	if again := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true))); again.Outcome != storage.Busy {
+		t.Fatalf("second reserve: %+v", again)
+	}
+	// Another event has no credit left.
+	if other := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e2", "own", true))); other.Outcome != storage.NoCredit {
+		t.Fatalf("second event with no credit: %+v", other)
+	}
+	rec := res.Record
+	rec.State, rec.MsgID = storage.StateSent, "1864323726461255681"
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.KeepCredit, nil)))
+	if done := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true))); done.Outcome != storage.AlreadyFinal || done.Record.MsgID != rec.MsgID {
+		t.Fatalf("reserve after sent: %+v", done)
+	}
+	if n := credits(t, s); n != 0 {
+		t.Fatalf("credits after one send: %d", n)
+	}
+}
+
+func testCompleteEffects(t *testing.T, open Opener) {
+	cases := []struct {
+		name        string
+		state       string
+		effect      storage.CreditEffect
+		wantCredits int
+	}{
+		{"sent keeps the credit spent", storage.StateSent, storage.KeepCredit, 1},
+		{"failure WeChat did not count refunds", storage.StateFailed, storage.RefundCredit, 2},
+		{"transient failure refunds until the retry", storage.StateRetry, storage.RefundCredit, 2},
+		{"43101 zeroes", storage.StateFailed, storage.ZeroCredits, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewClock()
+			s := open(t, c, nil)
+			must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+			c.Advance(time.Hour) // a second, separate accept
+			must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+			res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true)))
+			rec := res.Record
+			rec.State = tc.state
+			var built []storage.SendRecord
+			saved, applied, err := s.Complete(ctx, rec, tc.effect, func(r storage.SendRecord) []storage.OutboxMessage {
+				built = append(built, r)
+				return []storage.OutboxMessage{{Subject: "results.t", Payload: []byte(r.State)}}
+			})
+			check(t, err)
+			if !applied || saved.State != tc.state {
+				t.Fatalf("complete: applied=%v %+v", applied, saved)
+			}
+			if n := credits(t, s); n != tc.wantCredits {
+				t.Fatalf("credits %d, want %d", n, tc.wantCredits)
+			}
+			if len(built) == 0 || built[len(built)-1].State != tc.state {
+				t.Fatalf("announcement built from %+v", built)
+			}
+			if tc.state == storage.StateRetry {
+				// The retry takes a credit again, and only one.
+				again := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true)))
+				if again.Outcome != storage.Reserved || again.Record.Attempts != 2 {
+					t.Fatalf("retry reserve: %+v", again)
+				}
+				if n := credits(t, s); n != 1 {
+					t.Fatalf("credits after retry reserve %d, want 1", n)
+				}
+			}
+		})
+	}
+}
+
+func testOutcomeNeverOverwritten(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", false)))
+	rec := res.Record
+	rec.State, rec.MsgID = storage.StateSent, "42"
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.KeepCredit, nil)))
+	rec.State, rec.Reason = storage.StateSkipped, "not_bound"
+	called := false
+	saved, applied, err := s.Complete(ctx, rec, storage.KeepCredit, func(storage.SendRecord) []storage.OutboxMessage {
+		called = true
+		return nil
+	})
+	check(t, err)
+	if applied || called || saved.State != storage.StateSent || saved.MsgID != "42" {
+		t.Fatalf("a final outcome was overwritten: applied=%v called=%v %+v", applied, called, saved)
+	}
+}
+
+func testInDoubt(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+	must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "dead-process", true)))
+	// A new process, at_most_once: told, nothing changed.
+	req := reserveReq("e1", "new-process", true)
+	req.ResendInDoubt = false
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, req))
+	if res.Outcome != storage.InDoubt || res.Record.Owner != "dead-process" {
+		t.Fatalf("at_most_once in doubt: %+v", res)
+	}
+	// at_least_once: taken over, marked in doubt, and the credit the dead
+	// process took pays for it (no second credit).
+	res = must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "new-process", true)))
+	if res.Outcome != storage.Reserved || !res.Record.InDoubt || res.Record.Owner != "new-process" || res.Record.Attempts != 2 {
+		t.Fatalf("at_least_once takeover: %+v", res)
+	}
+	if n := credits(t, s); n != 0 {
+		t.Fatalf("credits %d after takeover", n)
+	}
+	rec := res.Record
+	rec.State = storage.StateSent
+	saved := must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.KeepCredit, nil)))
+	if !saved.InDoubt {
+		t.Fatal("in_doubt lost at completion")
+	}
+}
+
+func testDedupeAndCap(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	send := func(event string) storage.ReserveResult {
+		t.Helper()
+		req := reserveReq(event, "own", false)
+		req.DedupeKey, req.DedupeWindow = "rule\x00order-7\x00u1", 10*time.Minute
+		res := must[storage.ReserveResult](t)(s.Reserve(ctx, req))
+		return res
+	}
+	r1 := send("e1")
+	if r1.Outcome != storage.Reserved {
+		t.Fatalf("first: %+v", r1)
+	}
+	c.Advance(time.Minute)
+	if r := send("e2"); r.Outcome != storage.Suppressed || r.Reason != "duplicate" {
+		t.Fatalf("same order within the window: %+v", r)
+	}
+	// The first send fails: the slot is free again.
+	rec := r1.Record
+	rec.State = storage.StateFailed
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.KeepCredit, nil)))
+	if r := send("e3"); r.Outcome != storage.Reserved {
+		t.Fatalf("after the first failed: %+v", r)
+	}
+	c.Advance(11 * time.Minute)
+	if r := send("e4"); r.Outcome != storage.Reserved {
+		t.Fatalf("after the window: %+v", r)
+	}
+
+	capped := func(event string) storage.ReserveResult {
+		t.Helper()
+		req := reserveReq(event, "own", false)
+		req.CapKey, req.CapMax, req.CapPer = "rule\x00u1", 2, time.Hour
+		return must[storage.ReserveResult](t)(s.Reserve(ctx, req))
+	}
+	if capped("c1").Outcome != storage.Reserved || capped("c2").Outcome != storage.Reserved {
+		t.Fatal("first two under the cap refused")
+	}
+	if r := capped("c3"); r.Outcome != storage.Suppressed || r.Reason != "rate_capped" {
+		t.Fatalf("third within the hour: %+v", r)
+	}
+	c.Advance(61 * time.Minute)
+	if r := capped("c4"); r.Outcome != storage.Reserved {
+		t.Fatalf("after the hour: %+v", r)
+	}
+}
+
+func testPushOnce(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u1", OpenID: "o1"}))
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", false)))
+	rec := res.Record
+	rec.State, rec.MsgID = storage.StateSent, "1864323726461255681"
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.KeepCredit, nil)))
+
+	push := storage.PushChanges{
+		DedupeKey:     "o1|1700000000|subscribe_msg_popup_event",
+		Subscriptions: []storage.SubscriptionChange{accept(storage.SourcePopup, c.Now())},
+	}
+	if r := must[storage.PushResult](t)(s.ApplyPush(ctx, push)); r.Duplicate || len(r.Subscriptions) != 1 {
+		t.Fatalf("first push: %+v", r)
+	}
+	if r := must[storage.PushResult](t)(s.ApplyPush(ctx, push)); !r.Duplicate {
+		t.Fatalf("retry of the push applied again: %+v", r)
+	}
+	if n := credits(t, s); n != 1 {
+		t.Fatalf("a push retried by WeChat counted %d credits", n)
+	}
+	announced := 0
+	sent := storage.PushChanges{DedupeKey: "o1|1700000001|sent", Deliveries: []storage.Delivery{
+		{MsgID: "1864323726461255681", Status: "delivered"}, {MsgID: "999", Status: "delivered"}},
+		Announce: func(storage.SendRecord) []storage.OutboxMessage { announced++; return nil }}
+	r := must[storage.PushResult](t)(s.ApplyPush(ctx, sent))
+	if len(r.Deliveries) != 1 || r.Deliveries[0].Delivery != "delivered" || len(r.UnknownMsgIDs) != 1 || announced != 1 {
+		t.Fatalf("delivery push: %+v (announced %d)", r, announced)
+	}
+	if got, _, _ := s.Send(ctx, rec.Key); got.Delivery != "delivered" || got.State != storage.StateSent {
+		t.Fatalf("record after delivery: %+v", got)
+	}
+}
+
+// WeChat's delivery report can arrive before the bridge has recorded the
+// send it reports on (the push races the send's commit). It is kept and
+// applied when the send is recorded, not lost.
+func testDeliveryBeforeSend(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", false)))
+	r := must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "sent-1",
+		Deliveries: []storage.Delivery{{MsgID: "777", Status: "delivered"}}}))
+	if len(r.UnknownMsgIDs) != 1 {
+		t.Fatalf("early report: %+v", r)
+	}
+	rec := res.Record
+	rec.State, rec.MsgID = storage.StateSent, "777"
+	var built []string
+	saved, _, err := s.Complete(ctx, rec, storage.KeepCredit, func(r storage.SendRecord) []storage.OutboxMessage {
+		built = append(built, r.State+"/"+r.Delivery)
+		return nil
+	})
+	check(t, err)
+	if saved.Delivery != "delivered" || fmt.Sprint(built) != "[sent/ sent/delivered]" {
+		t.Fatalf("record %+v, announcements %v", saved, built)
+	}
+}
+
+func testSchedule(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	rec := reserveReq("e1", "", false).Record
+	due := c.Now().Add(8 * time.Hour)
+	if ok := must[bool](t)(s.Defer(ctx, rec, due, []byte(`{"w":1}`))); !ok {
+		t.Fatal("defer refused")
+	}
+	if got, _, _ := s.Send(ctx, rec.Key); got.State != storage.StateDeferred {
+		t.Fatalf("deferred record: %+v", got)
+	}
+	if d := must[[]storage.Deferred](t)(s.DueDeferred(ctx, c.Now(), 10)); len(d) != 0 {
+		t.Fatalf("due before its time: %+v", d)
+	}
+	d := must[[]storage.Deferred](t)(s.DueDeferred(ctx, due, 10))
+	if len(d) != 1 || d[0].Key != rec.Key || string(d[0].Payload) != `{"w":1}` {
+		t.Fatalf("due: %+v", d)
+	}
+	check(t, s.Reschedule(ctx, d[0], due.Add(time.Minute)))
+	if d2 := must[[]storage.Deferred](t)(s.DueDeferred(ctx, due, 10)); len(d2) != 0 {
+		t.Fatalf("rescheduled entry still due: %+v", d2)
+	}
+	d = must[[]storage.Deferred](t)(s.DueDeferred(ctx, due.Add(time.Minute), 10))
+	check(t, s.Reschedule(ctx, d[0], time.Time{}))
+	if d3 := must[[]storage.Deferred](t)(s.DueDeferred(ctx, due.Add(time.Hour), 10)); len(d3) != 0 {
+		t.Fatalf("removed entry still scheduled: %+v", d3)
+	}
+}
+
+func testOutbox(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	check(t, s.MarkEventDone(ctx, "e1", "t", storage.OutboxMessage{Subject: "a", MsgID: "1", Payload: []byte("x")},
+		storage.OutboxMessage{Subject: "b", Payload: []byte("y")}))
+	entries := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10))
+	if len(entries) != 2 || entries[0].Subject != "a" || entries[1].Subject != "b" || entries[0].Seq >= entries[1].Seq {
+		t.Fatalf("outbox %+v", entries)
+	}
+	if rest := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, entries[0].Seq, 10)); len(rest) != 1 || rest[0].Subject != "b" {
+		t.Fatalf("outbox after first: %+v", rest)
+	}
+	check(t, s.DeleteOutbox(ctx, entries[0].Seq))
+	if left := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10)); len(left) != 1 || left[0].Subject != "b" {
+		t.Fatalf("outbox after delete: %+v", left)
+	}
+	if _, done, _ := s.EventDone(ctx, "e1"); !done {
+		t.Fatal("event not done")
+	}
+}
+
+func testTokens(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	if tok, _, err := s.LoadToken(ctx, "wx1/stable"); err != nil || tok != "" {
+		t.Fatalf("empty store token %q %v", tok, err)
+	}
+	exp := c.Now().Add(2 * time.Hour)
+	check(t, s.SaveToken(ctx, "wx1/stable", "T1", exp))
+	tok, got, err := s.LoadToken(ctx, "wx1/stable")
+	if err != nil || tok != "T1" || !got.Equal(exp) {
+		t.Fatalf("token %q %v %v", tok, got, err)
+	}
+}
+
+func testExpire(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	old := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("old", "own", false))).Record
+	old.State, old.MsgID = storage.StateSent, "111"
+	must[storage.SendRecord](t)(first(s.Complete(ctx, old, storage.KeepCredit, nil)))
+	check(t, s.MarkEventDone(ctx, "old", "t"))
+	stuck := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("stuck", "own", false))).Record
+	must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "push-1"}))
+	c.Advance(40 * 24 * time.Hour)
+	fresh := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("fresh", "own", false))).Record
+
+	st := must[storage.ExpireStats](t)(s.Expire(ctx, storage.Retention{Sends: 30 * 24 * time.Hour, Pushes: 24 * time.Hour}))
+	if st.Sends != 1 || st.Pushes != 1 {
+		t.Fatalf("expired %+v, want one send and one push key", st)
+	}
+	if _, ok, _ := s.Send(ctx, old.Key); ok {
+		t.Fatal("old final record kept")
+	}
+	if _, done, _ := s.EventDone(ctx, "old"); done {
+		t.Fatal("old event record kept")
+	}
+	if _, ok, _ := s.Send(ctx, stuck.Key); !ok {
+		t.Fatal("an unfinished (pending) record expired")
+	}
+	if _, ok, _ := s.Send(ctx, fresh.Key); !ok {
+		t.Fatal("a fresh record expired")
+	}
+	if r := must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "push-1"})); r.Duplicate {
+		t.Fatal("expired push key still dedupes")
+	}
+}
+
+// Many goroutines adding credits (accepts) and spending them (sends) on one
+// user and template: credits never go below zero, no accept is lost, and
+// every send that got a credit is backed by exactly one accept.
+func testConcurrentCredits(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	const accepts, senders = 200, 300
+	var wg sync.Mutex
+	reserved := 0
+	var group sync.WaitGroup
+	for i := 0; i < accepts; i++ {
+		group.Add(1)
+		go func() {
+			defer group.Done()
+			// Each accept comes from the client channel at its own time, so
+			// none pairs with another.
+			ch := accept(storage.SourceClient, c.Now().Add(time.Duration(i)*time.Hour))
+			if _, err := s.ApplySubscription(ctx, ch); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	for i := 0; i < senders; i++ {
+		group.Add(1)
+		go func() {
+			defer group.Done()
+			res, err := s.Reserve(ctx, reserveReq(fmt.Sprintf("e%d", i), "own", true))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Outcome == storage.Reserved {
+				wg.Lock()
+				reserved++
+				wg.Unlock()
+			}
+		}()
+	}
+	group.Wait()
+	left := credits(t, s)
+	if left < 0 {
+		t.Fatalf("credits went negative: %d", left)
+	}
+	if reserved+left != accepts {
+		t.Fatalf("%d sends reserved + %d credits left != %d accepts", reserved, left, accepts)
+	}
+}
