@@ -258,6 +258,13 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.cfg.Registry }
 // Ready reports whether the bridge is consuming events.
 func (b *Bridge) Ready() bool { return b.ready.Load() && b.cfg.Conn.IsConnected() }
 
+// JetStreamReady asks the server for the event stream, proving JetStream
+// answers.
+func (b *Bridge) JetStreamReady(ctx context.Context) error {
+	_, err := b.js().Stream(ctx, b.cfg.EventStream)
+	return err
+}
+
 // Run provisions the streams and the consumer, then consumes events and
 // commands until ctx ends. It then stops taking new events, lets in-flight
 // events finish within ShutdownGrace and returns nil.

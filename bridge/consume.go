@@ -105,7 +105,7 @@ func (b *Bridge) consumeEvents() (stop func(), err error) {
 	dl := &deliveries{}
 	sub, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
 		Unmarshaler:      eventUnmarshaler{deliveries: dl},
-		SubscribersCount: b.cfg.MaxInFlight,
+		SubscribersCount: 4 * b.cfg.MaxInFlight,
 		QueueGroupPrefix: b.cfg.Consumer,
 		AckWaitTimeout:   b.cfg.AckWait,
 		CloseTimeout:     5 * time.Second,

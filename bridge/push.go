@@ -13,13 +13,6 @@ type pushStore interface {
 	ApplyPush(ctx context.Context, p storage.PushChanges) (storage.PushResult, error)
 }
 
-// Push event names.
-const (
-	eventPopup  = "subscribe_msg_popup_event"
-	eventChange = "subscribe_msg_change_event"
-	eventSent   = "subscribe_msg_sent_event"
-)
-
 // PushConfig gives the push settings of an app named in the rules, for
 // wechat.PushHandler. An app without a push token has no callback.
 func (b *Bridge) PushConfig(app string) (wechat.PushConfig, bool) {
@@ -47,9 +40,9 @@ func (b *Bridge) HandlePush(ctx context.Context, app string, p *wechat.Push) err
 		return []storage.OutboxMessage{b.resultMessage(rec, "delivery")}
 	}}
 	switch p.Event {
-	case eventPopup, eventChange:
+	case wechat.EventSubscribePopup, wechat.EventSubscribeChange:
 		source := storage.SourcePopup
-		if p.Event == eventChange {
+		if p.Event == wechat.EventSubscribeChange {
 			source = storage.SourceChange
 		}
 		for _, s := range p.Subscriptions {
@@ -60,7 +53,7 @@ func (b *Bridge) HandlePush(ctx context.Context, app string, p *wechat.Push) err
 			ch.Subscriptions = append(ch.Subscriptions, storage.SubscriptionChange{App: app, OpenID: p.FromUserName,
 				TemplateID: s.TemplateID, Status: status, Kind: b.templateKind(app, s.TemplateID), Source: source, At: at})
 		}
-	case eventSent:
+	case wechat.EventSubscribeSent:
 		for _, s := range p.Sent {
 			d := storage.Delivery{MsgID: s.MsgID, Status: StatusDelivered, ErrCode: s.ErrorCode, ErrMsg: s.ErrorStatus}
 			if s.ErrorCode != 0 {

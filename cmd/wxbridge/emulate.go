@@ -99,7 +99,12 @@ func configureEmulator(emu *wechattest.Emulator, set *rules.Set) {
 		if t.Kind == rules.KindLongTerm {
 			kind = wechattest.LongTerm
 		}
-		emu.AddTemplate(app.AppID, wechattest.Template{ID: t.ID, Title: t.Name, Kind: kind, Keywords: t.Keywords})
+		title := t.Title
+		if title == "" {
+			title = t.Name
+		}
+		emu.AddTemplate(app.AppID, wechattest.Template{ID: t.ID, Title: title, Kind: kind, Keywords: t.Keywords,
+			Labels: t.Labels, Enums: t.Enums})
 	}
 }
 
@@ -122,6 +127,10 @@ func configureCallbacks(emu *wechattest.Emulator, set *rules.Set, push pushConfi
 	sort.Strings(names)
 	for _, name := range names {
 		a := set.Apps[name]
+		if a.PushToken == "" {
+			log.Warn("app has no push_token: WeChat cannot push its events", "app", name)
+			continue
+		}
 		cb := wechattest.Callback{URL: strings.TrimRight(push.base, "/") + "/" + name, Token: a.PushToken,
 			EncodingAESKey: a.AESKey, Mode: push.mode, Format: push.format, SentEvents: push.sentEvents}
 		if cb.Mode != wechattest.Plaintext && a.AESKey == "" {

@@ -28,6 +28,10 @@ apps:
   bare:
     appid: wx00000000000000e3
     secret: bare-secret
+    push_token: bare-token
+  silent:
+    appid: wx00000000000000e5
+    secret: silent-secret
 templates:
   statement_issued:
     app: main

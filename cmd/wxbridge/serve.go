@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,6 +64,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.StringVar(&cfg.DataDir, "data", envOr("WXBRIDGE_DATA", "./data"), "data directory: bbolt file and embedded NATS store (env WXBRIDGE_DATA)")
 	f.StringVar(&cfg.Listen, "listen", envOr("WXBRIDGE_LISTEN", "127.0.0.1:8080"), "HTTP address: callbacks, health, metrics, admin (env WXBRIDGE_LISTEN)")
 	f.StringVar(&cfg.WeChatAPI, "wechat-api", envOr("WXBRIDGE_WECHAT_API", wechat.DefaultBaseURL), "WeChat API base URL (env WXBRIDGE_WECHAT_API)")
+	wxTimeout := f.duration("wechat-timeout", "WXBRIDGE_WECHAT_TIMEOUT", 10*time.Second, "bound on each WeChat call; a call that times out is in doubt")
 	emu := f.boolean("emulator", "WXBRIDGE_EMULATOR", false, "run the WeChat emulator in-process and send to it")
 	f.StringVar(&cfg.PushMode, "emulator-push-mode", envOr("WXBRIDGE_EMULATOR_PUSH_MODE", "safe"), "how the emulator pushes callbacks: plaintext, compatible or safe")
 	f.StringVar(&cfg.PushFormat, "emulator-push-format", envOr("WXBRIDGE_EMULATOR_PUSH_FORMAT", "json"), "format of the emulator's pushes: json or xml")
@@ -78,6 +80,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("unexpected arguments %q", pos)
 	}
 	cfg.Emulator = *emu
+	cfg.WeChatTimeout = *wxTimeout
 	cfg.AdminToken = os.Getenv("WXBRIDGE_ADMIN_TOKEN")
 	cfg.ReloadEvery = 2 * time.Second
 	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait,
@@ -193,6 +196,13 @@ func (s *service) mountHTTP(mux *http.ServeMux) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/v1/", s.bridge.AdminHandler(s.cfg.AdminToken))
+	if os.Getenv("WXBRIDGE_PPROF") == "1" {
+		// Profiles expose internals: only when asked for (wxbridge bench --profile).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 }
 
 // ready is nil when NATS is connected, JetStream answers, the database is
@@ -203,6 +213,11 @@ func (s *service) ready() error {
 	}
 	if !s.bridge.Ready() {
 		return errors.New("bridge not consuming")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.bridge.JetStreamReady(ctx); err != nil {
+		return fmt.Errorf("JetStream: %w", err)
 	}
 	if err := s.db.Ping(); err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -232,28 +247,18 @@ func (s *service) applyRules(set *rules.Set) {
 // callback endpoint, so `serve --emulator` shows the whole subscription
 // flow: a user accepts in the emulator, WeChat pushes, the ledger counts.
 func (s *service) emulatorCallbacks(set *rules.Set) {
-	mode, err := wechattest.ParseMode(s.cfg.PushMode)
-	if err != nil {
+	push := pushConfig{base: "http://" + s.ln.Addr().String() + "/wechat/callback", mode: wechattest.Safe, format: wechattest.JSON, sentEvents: true}
+	var err error
+	if push.mode, err = wechattest.ParseMode(s.cfg.PushMode); err != nil {
 		s.log.Warn("emulator push mode", "err", err)
-		mode = wechattest.Safe
+		push.mode = wechattest.Safe
 	}
-	format, err := wechattest.ParseFormat(s.cfg.PushFormat)
-	if err != nil {
+	if push.format, err = wechattest.ParseFormat(s.cfg.PushFormat); err != nil {
 		s.log.Warn("emulator push format", "err", err)
-		format = wechattest.JSON
+		push.format = wechattest.JSON
 	}
-	for name, a := range set.Apps {
-		if a.PushToken == "" {
-			continue
-		}
-		cb := wechattest.Callback{URL: "http://" + s.ln.Addr().String() + "/wechat/callback/" + name, Token: a.PushToken,
-			EncodingAESKey: a.AESKey, Mode: mode, Format: format, SentEvents: true}
-		if a.AESKey == "" {
-			cb.Mode = wechattest.Plaintext
-		}
-		if err := s.emu.SetCallback(a.AppID, cb); err != nil {
-			s.log.Warn("emulator callback", "app", name, "err", err)
-		}
+	if err := configureCallbacks(s.emu, set, push, s.log); err != nil {
+		s.log.Warn("emulator callbacks", "err", err)
 	}
 }
 
@@ -286,7 +291,14 @@ func (s *service) watchRules(ctx context.Context) {
 func (s *service) reload() bool {
 	set, err := rules.Load(s.cfg.RulesPath)
 	if err != nil {
-		s.log.Error("rules reload refused; the previous rules keep running", "file", s.cfg.RulesPath, "err", err)
+		var list rules.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				s.log.Error("rules reload refused; the previous rules keep running", "problem", e.Error())
+			}
+		} else {
+			s.log.Error("rules reload refused; the previous rules keep running", "file", s.cfg.RulesPath, "err", err)
+		}
 		return false
 	}
 	s.applyRules(set)
