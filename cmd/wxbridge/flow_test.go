@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -772,4 +774,55 @@ func sha1Sorted(parts ...string) string {
 	sort.Strings(parts)
 	sum := sha1.Sum([]byte(strings.Join(parts, "")))
 	return hex.EncodeToString(sum[:])
+}
+
+// serve reloads rules.yaml when it changes; a file that fails the checks is
+// refused and the rules in force keep running.
+func TestRulesReload(t *testing.T) {
+	dir := t.TempDir()
+	h := startHarness(t, dir, flowRules)
+	h.bind("u1", "o1")
+	h.grant("u1", "o1", tplNotice, 2)
+	path := filepath.Join(dir, "rules.yaml")
+	waitRule := func(name string, present bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			found := false
+			for _, r := range h.svc.bridge.Rules().Rules {
+				found = found || r.Name == name
+			}
+			if found == present {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rule %s present=%v never happened", name, present)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	renamed := strings.Replace(flowRules, "notice-to-user", "notice-to-user-v2", 1)
+	if err := os.WriteFile(path, []byte(renamed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitRule("notice-to-user-v2", true)
+	h.publish("notice.posted", "r-1", map[string]any{"user_id": "u1", "text": "x", "ref": "R1"})
+	if r := h.outcomesFor("r-1")["r-1"]; r.Rule != "notice-to-user-v2" || r.Status != "sent" {
+		t.Fatalf("after reload: %+v", r)
+	}
+
+	// A broken file: an unknown template. Refused; v2 keeps running.
+	broken := strings.Replace(renamed, "template: notice\n    to:\n      - user", "template: nosuch\n    to:\n      - user", 1)
+	if broken == renamed {
+		t.Fatal("the test did not break the file")
+	}
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // several reload checks
+	waitRule("notice-to-user-v2", true)
+	h.publish("notice.posted", "r-2", map[string]any{"user_id": "u1", "text": "y", "ref": "R2"})
+	if r := h.outcomesFor("r-2")["r-2"]; r.Rule != "notice-to-user-v2" || r.Status != "sent" {
+		t.Fatalf("after a refused reload: %+v", r)
+	}
 }
