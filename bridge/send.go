@@ -88,18 +88,16 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	switch res.Outcome {
 	case storage.AlreadyFinal:
 		return true, nil
-	case storage.Busy:
-		return false, nil
 	case storage.NoCredit, storage.Suppressed:
 		return b.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
 	case storage.InDoubt:
-		log.Warn("send left in doubt by a crash; at_most_once: not sending again")
+		log.Warn("send left in doubt by an attempt that never finished; at_most_once: not sending again")
 		res.Record.InDoubt = true
 		return b.finish(ctx, res.Record, storage.StateFailed, reasonInDoubt, "", storage.KeepCredit)
 	}
 	rec = res.Record
 	if rec.InDoubt {
-		log.Warn("send left in doubt by a crash; at_least_once: sending again")
+		log.Warn("send left in doubt by an attempt that never finished; at_least_once: sending again")
 	}
 	failpoint.Hit("after-reserve")
 	msgid, sendErr := b.send(ctx, t.rendered, rec.OpenID)

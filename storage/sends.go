@@ -77,14 +77,13 @@ const (
 	Reserved Reservation = iota
 	// AlreadyFinal: the record has an outcome; do not send.
 	AlreadyFinal
-	// InDoubt: another process died holding the record and the caller did not
-	// ask to resend. Nothing was changed.
+	// InDoubt: the record was left pending by an attempt that never
+	// finished (its process died, or it failed to record the outcome), and
+	// the caller did not ask to resend. Nothing was changed.
 	InDoubt
 	// NoCredit: the ledger does not allow the send. Nothing was changed; the
 	// reason is in Result.Reason.
 	NoCredit
-	// Busy: this process already holds the record (a concurrent redelivery).
-	Busy
 	// Suppressed: a policy holds the send back: the rule's dedupe window
 	// (Reason "duplicate") or its frequency cap (Reason "rate_capped").
 	// Nothing was changed.
@@ -104,7 +103,9 @@ type ReserveRequest struct {
 	// Record carries the identity of the send: Key and the event, rule,
 	// app, template and recipient fields.
 	Record SendRecord
-	// Owner identifies this process incarnation.
+	// Owner identifies this process incarnation (kept on the record to say
+	// who left it pending). The caller guarantees that it reserves a key
+	// only once at a time, so any pending record it finds is in doubt.
 	Owner string
 	// CheckCredit consults (and for one-time templates consumes) the ledger.
 	CheckCredit bool
@@ -148,9 +149,6 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 		switch {
 		case found && Final(rec.State):
 			res = ReserveResult{Outcome: AlreadyFinal, Record: rec}
-			return nil
-		case found && rec.State == StatePending && rec.Owner == req.Owner:
-			res = ReserveResult{Outcome: Busy, Record: rec}
 			return nil
 		case found && rec.State == StatePending:
 			if !req.ResendInDoubt {

@@ -339,10 +339,13 @@ func testReserveConsumesOnce(t *testing.T, open Opener) {
 	if n := credits(t, s); n != 0 {
 		t.Fatalf("credit not consumed: %d", n)
 	}
-	// The same owner asking again (a concurrent redelivery) is busy, and
-	// nothing more is consumed.
-	if again := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true))); again.Outcome != storage.Busy {
+	// Asking again while it is pending (an attempt that never finished)
+	// takes it over in doubt, and consumes nothing more.
+	if again := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", true))); again.Outcome != storage.Reserved || !again.Record.InDoubt {
 		t.Fatalf("second reserve: %+v", again)
+	}
+	if n := credits(t, s); n != 0 {
+		t.Fatalf("credits after taking over: %d", n)
 	}
 	// Another event has no credit left.
 	if other := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e2", "own", true))); other.Outcome != storage.NoCredit {
