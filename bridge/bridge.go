@@ -223,6 +223,12 @@ type Bridge struct {
 	// (unix nanoseconds).
 	lastRefusal atomic.Int64
 
+	// tasks bounds the recipients being worked on at once, across events:
+	// without it a burst of fan-out events starts a goroutine for every
+	// recipient of every event in flight (64 events to 1,000 users took
+	// over 1 GiB), while only MaxSends of them can be calling WeChat.
+	tasks chan struct{}
+
 	jsOnce sync.Once
 	jsCtx  jetstream.JetStream
 
@@ -238,7 +244,7 @@ func New(cfg Config) (*Bridge, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	b := &Bridge{cfg: cfg, log: cfg.Logger, owner: hex.EncodeToString(id[:]),
-		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
+		sends: make(chan struct{}, cfg.MaxSends), tasks: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
 		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
 		scheduleWake: make(chan struct{}, 1)}
 	b.rules.Store(&rules.Set{})

@@ -48,12 +48,24 @@ func (b *Bridge) decodeEvent(msg *message.Message) (*rules.Event, error) {
 	if !json.Valid(body) {
 		return nil, bad("event body is not JSON")
 	}
+	binaryCE := md.Get("ce-specversion") != "" || md.Get("Ce-Specversion") != ""
+	// An object body is decoded once: it either is a structured CloudEvent
+	// or becomes the event's data.
+	var object any
+	structuredCE := false
+	if !binaryCE && body[0] == '{' {
+		if err := decodeJSON(&object, body); err != nil {
+			return nil, bad("event data: %v", err)
+		}
+		m, _ := object.(map[string]any)
+		_, structuredCE = m["specversion"]
+	}
 	switch {
-	case md.Get("ce-specversion") != "" || md.Get("Ce-Specversion") != "":
+	case binaryCE:
 		if err := binaryCloudEvent(ev, md, body); err != nil {
 			return nil, err
 		}
-	case body[0] == '{' && hasKey(body, "specversion"):
+	case structuredCE:
 		if err := structuredCloudEvent(ev, body); err != nil {
 			return nil, err
 		}
@@ -62,7 +74,9 @@ func (b *Bridge) decodeEvent(msg *message.Message) (*rules.Event, error) {
 			return nil, bad("event on %q has no type (subject is not under %q)", ev.Subject, b.cfg.EventPrefix)
 		}
 		ev.Type = strings.TrimPrefix(ev.Subject, b.cfg.EventPrefix)
-		if err := decodeData(ev, body); err != nil {
+		if object != nil {
+			ev.Data = object
+		} else if err := decodeData(ev, body); err != nil {
 			return nil, err
 		}
 	}
@@ -86,21 +100,16 @@ func (b *Bridge) decodeEvent(msg *message.Message) (*rules.Event, error) {
 }
 
 func decodeData(ev *rules.Event, data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // keep amounts and 19-digit ids exact
-	if err := dec.Decode(&ev.Data); err != nil {
+	if err := decodeJSON(&ev.Data, data); err != nil {
 		return bad("event data: %v", err)
 	}
 	return nil
 }
 
-func hasKey(body []byte, key string) bool {
-	var probe map[string]json.RawMessage
-	if json.Unmarshal(body, &probe) != nil {
-		return false
-	}
-	_, ok := probe[key]
-	return ok
+func decodeJSON(v *any, data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // keep amounts and 19-digit ids exact
+	return dec.Decode(v)
 }
 
 type cloudEvent struct {

@@ -93,9 +93,11 @@ func (b *Bridge) processEvent(ctx context.Context, msg *message.Message) (outcom
 		errs    []error
 	)
 	for _, t := range tasks {
+		b.tasks <- struct{}{} // freed by tasks of this or other events, which never wait for this loop
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-b.tasks }()
 			final, err := b.deliver(ctx, log, ev, t)
 			mu.Lock()
 			defer mu.Unlock()

@@ -228,8 +228,8 @@ func (db *DB) writer() {
 // is rolled back and each function is retried in a transaction of its own so
 // that one bad write does not fail its neighbours.
 func (db *DB) commit(group []*write) {
-	defer db.signalOutbox()
 	var failed bool
+	var seq uint64
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, w := range group {
 			if err := w.fn(tx); err != nil {
@@ -237,14 +237,19 @@ func (db *DB) commit(group []*write) {
 				return err
 			}
 		}
+		// Read here rather than in a transaction of its own after every
+		// commit.
+		seq = tx.Bucket(bucketOutbox).Sequence()
 		return nil
 	})
 	if err == nil {
+		db.wakeOutbox(seq)
 		for _, w := range group {
 			w.err <- nil
 		}
 		return
 	}
+	defer db.signalOutbox()
 	if !failed || len(group) == 1 {
 		for _, w := range group {
 			w.err <- err
@@ -264,6 +269,12 @@ func (db *DB) signalOutbox() {
 		seq = tx.Bucket(bucketOutbox).Sequence()
 		return nil
 	})
+	db.wakeOutbox(seq)
+}
+
+// wakeOutbox wakes the outbox publisher if the outbox sequence moved to
+// seq since it last looked.
+func (db *DB) wakeOutbox(seq uint64) {
 	if seq == db.outboxSeq {
 		return
 	}

@@ -23,6 +23,7 @@ Usage:
   wxbridge rules    check [--remote] [rules.yaml] | render --event FILE [--type TYPE] [rules.yaml]
   wxbridge state    user ID | event ID | role ROLE [SCOPE]
   wxbridge import   bindings FILE.csv | roles FILE.csv
+  wxbridge bench    [--scenario NAME|all] [--json FILE] [--profile DIR] [flags]
 
 Every flag has an environment variable (WXBRIDGE_RULES, WXBRIDGE_NATS_URL,
 WXBRIDGE_DATA, WXBRIDGE_LISTEN, WXBRIDGE_WECHAT_API, ...); run a subcommand
@@ -60,6 +61,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"rules":   cmdRules,
 		"state":   cmdState,
 		"import":  cmdImport,
+		"bench":   cmdBench,
+
+		"nats-server": cmdNATSServer, // internal: the NATS server that bench starts and restarts
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {

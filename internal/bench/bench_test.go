@@ -1,0 +1,48 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxbridge/wxbridge/internal/bench"
+)
+
+// TestSmoke runs two scenarios at a tiny size against a freshly built
+// wxbridge, so that the bench keeps working as the code under it changes.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds wxbridge and runs it")
+	}
+	bin := filepath.Join(t.TempDir(), "wxbridge")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/wxbridge/wxbridge/cmd/wxbridge").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build wxbridge: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	reports, err := bench.Run(ctx, bench.Config{Binary: bin, Scenarios: []string{"steady", "bridge-kill"},
+		Events: 300, Users: 20, Kills: 1, Timeout: time.Minute, Seed: 1, Progress: &progress})
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, progress.String())
+	}
+	var table bytes.Buffer
+	bench.PrintTable(&table, reports)
+	t.Log("\n" + table.String())
+	for _, r := range reports {
+		if r.Incomplete || r.Lost != 0 || r.Duplicates != 0 || r.WeChatSends < r.Recipients {
+			t.Errorf("%s: lost %d, duplicates %d, %d sends for %d recipients", r.Scenario, r.Lost, r.Duplicates, r.WeChatSends, r.Recipients)
+		}
+	}
+	if steady := reports[0]; steady.Baseline == nil || steady.Baseline.Sends != 300 || steady.SendsPerSec <= 0 {
+		t.Errorf("steady: baseline %+v, %.0f sends/s", steady.Baseline, steady.SendsPerSec)
+	}
+	if !strings.Contains(table.String(), "bridge-kill") {
+		t.Errorf("table lacks a scenario:\n%s", table.String())
+	}
+}
