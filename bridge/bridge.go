@@ -38,6 +38,7 @@ type Store interface {
 type sendStore interface {
 	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
 	Complete(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
+	CompleteEvent(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
 	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
 	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
 	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
@@ -53,7 +54,7 @@ type directory interface {
 // outboxStore is the queue of messages to publish.
 type outboxStore interface {
 	Outbox(ctx context.Context, after uint64, max int) ([]storage.OutboxEntry, error)
-	DeleteOutbox(ctx context.Context, seqs ...uint64) error
+	ForgetOutbox(seqs ...uint64)
 	OutboxReady() <-chan struct{}
 	Enqueue(ctx context.Context, msgs ...storage.OutboxMessage) error
 }

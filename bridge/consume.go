@@ -102,7 +102,7 @@ func (b *Bridge) consumeEvents() (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect event subscriber: %w", err)
 	}
-	wlog := watermill.NewSlogLogger(b.log.With("component", "watermill"))
+	wlog := newWatermillLogger(b.log.With("component", "watermill"))
 	dl := &deliveries{}
 	hb := &heartbeats{msgs: map[*nats.Msg]struct{}{}}
 	// SubscribersCount: the server hands each event to a random member of

@@ -99,13 +99,18 @@ func (b *Bridge) js() jetstream.JetStream {
 const outboxBatch = 512
 
 // publishOutbox publishes queued messages until ctx ends, woken by commits
-// that queued some and, as a safety net, every second.
+// that queued some and, as a safety net, every second. Published entries
+// are forgotten lazily (with the next commit), so it reads on from the last
+// one it published; after a failure it starts again from the first entry
+// not known to be published, and JetStream drops the copies.
 func (b *Bridge) publishOutbox(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var after uint64
 	for {
 		for {
-			n, err := b.publishBatch(ctx)
+			n, next, err := b.publishBatch(ctx, after)
+			after = next
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -131,8 +136,10 @@ func (b *Bridge) publishOutbox(ctx context.Context) {
 func (b *Bridge) flushOutbox(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	var after uint64
 	for ctx.Err() == nil {
-		n, err := b.publishBatch(ctx)
+		n, next, err := b.publishBatch(ctx, after)
+		after = next
 		if err != nil {
 			b.log.Warn("flush outbox", "err", err)
 			time.Sleep(100 * time.Millisecond)
@@ -144,16 +151,22 @@ func (b *Bridge) flushOutbox(grace time.Duration) {
 	}
 }
 
-// publishBatch publishes up to outboxBatch messages, pipelined, and deletes
-// those the server acknowledged. It returns how many it read.
-func (b *Bridge) publishBatch(ctx context.Context) (int, error) {
-	entries, err := b.cfg.Store.Outbox(ctx, 0, outboxBatch)
+// publishBatch publishes up to outboxBatch messages after seq after,
+// pipelined, and forgets those the server acknowledged. It returns how many
+// it read and the seq up to which everything is published.
+func (b *Bridge) publishBatch(ctx context.Context, after uint64) (int, uint64, error) {
+	entries, err := b.cfg.Store.Outbox(ctx, after, outboxBatch)
 	if err != nil || len(entries) == 0 {
-		return 0, err
+		return 0, after, err
 	}
 	js := b.js()
 	futures := make([]jetstream.PubAckFuture, len(entries))
+	sent := len(entries)
 	for i, e := range entries {
+		if e.Err != nil {
+			b.log.Error("unreadable outbox entry dropped", "seq", e.Seq, "err", e.Err)
+			continue
+		}
 		m := nats.NewMsg(e.Subject)
 		m.Data = e.Payload
 		for k, v := range e.Header {
@@ -163,32 +176,40 @@ func (b *Bridge) publishBatch(ctx context.Context) (int, error) {
 			m.Header.Set(nats.MsgIdHdr, e.MsgID)
 		}
 		if futures[i], err = js.PublishMsgAsync(m); err != nil {
-			futures = futures[:i]
+			sent = i
 			break
 		}
 	}
-	done := make([]uint64, 0, len(futures))
-	var firstErr error = err
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
+	done := make([]uint64, 0, sent)
+	published := after // everything up to here is published
+	contiguous := true
+	firstErr := err
+	for i := 0; i < sent; i++ {
+		ok := futures[i] == nil // an unreadable entry: nothing to wait for
+		if !ok {
+			select {
+			case <-futures[i].Ok():
+				ok = true
+			case e := <-futures[i].Err():
+				if firstErr == nil {
+					firstErr = fmt.Errorf("publish %s: %w", entries[i].Subject, e)
+				}
+			case <-ctx.Done():
+				if firstErr == nil {
+					firstErr = ctx.Err()
+				}
+			}
+		}
+		if ok {
 			done = append(done, entries[i].Seq)
-		case e := <-f.Err():
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publish %s: %w", entries[i].Subject, e)
-			}
-		case <-ctx.Done():
-			if firstErr == nil {
-				firstErr = ctx.Err()
-			}
+		}
+		contiguous = contiguous && ok
+		if contiguous {
+			published = entries[i].Seq
 		}
 	}
-	if len(done) > 0 {
-		if err := b.cfg.Store.DeleteOutbox(context.WithoutCancel(ctx), done...); err != nil && firstErr == nil {
-			firstErr = err
-		}
-	}
-	return len(entries), firstErr
+	b.cfg.Store.ForgetOutbox(done...)
+	return len(entries), published, firstErr
 }
 
 // SubscriptionChange is the payload published on

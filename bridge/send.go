@@ -32,6 +32,17 @@ const (
 // reports whether the recipient now has a final outcome; an error means the
 // state could not be read or written and the event must be retried.
 func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event, t task) (final bool, err error) {
+	rc := &recorder{b: b, last: t.last}
+	final, err = b.deliverTo(ctx, log, ev, t, rc)
+	if err == nil && final && t.last && !rc.marked {
+		// The outcome was recorded before (a redelivery) or is deferred: the
+		// event is done all the same.
+		err = b.cfg.Store.MarkEventDone(ctx, ev.ID, ev.Type)
+	}
+	return final, err
+}
+
+func (b *Bridge) deliverTo(ctx context.Context, log *slog.Logger, ev *rules.Event, t task, rc *recorder) (final bool, err error) {
 	rec := storage.SendRecord{Key: t.key, EventID: ev.ID, EventType: ev.Type, Rule: t.rule.Name,
 		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID}
 	log = log.With("rule", t.rule.Name, "user_id", t.userID)
@@ -39,10 +50,10 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	switch {
 	case t.specErr != nil:
 		log.Warn("recipient cannot be rendered", "err", t.specErr)
-		return b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.specErr.Error(), storage.KeepCredit)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.specErr.Error(), storage.KeepCredit)
 	case t.renderErr != nil:
 		log.Warn("data cannot be rendered", "err", t.renderErr)
-		return b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.renderErr.Error(), storage.KeepCredit)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.renderErr.Error(), storage.KeepCredit)
 	}
 	if rec.OpenID == "" {
 		bnd, ok, err := b.cfg.Store.Binding(ctx, rec.App, rec.UserID)
@@ -50,7 +61,7 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 			return false, err
 		}
 		if !ok {
-			return b.finish(ctx, rec, storage.StateSkipped, reasonNotBound, "", storage.KeepCredit)
+			return rc.finish(ctx, rec, storage.StateSkipped, reasonNotBound, "", storage.KeepCredit)
 		}
 		rec.OpenID = bnd.OpenID
 	}
@@ -59,7 +70,7 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	if q := pol.QuietHours; q != nil && !t.scheduled {
 		if quiet, end := q.Check(b.cfg.Now()); quiet {
 			if q.Action == rules.QuietDrop {
-				return b.finish(ctx, rec, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
+				return rc.finish(ctx, rec, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
 			}
 			return b.deferUntil(ctx, log, ev, t, rec, end)
 		}
@@ -74,7 +85,7 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	if pol.Dedupe != nil {
 		k, err := t.rule.DedupeKey(ev)
 		if err != nil {
-			return b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, err.Error(), storage.KeepCredit)
+			return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, err.Error(), storage.KeepCredit)
 		}
 		req.DedupeKey, req.DedupeWindow = string(storageKey(t.rule.Name, k, t.rk)), pol.Dedupe.Window
 	}
@@ -89,11 +100,11 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	case storage.AlreadyFinal:
 		return true, nil
 	case storage.NoCredit, storage.Suppressed:
-		return b.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
+		return rc.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
 	case storage.InDoubt:
 		log.Warn("send left in doubt by an attempt that never finished; at_most_once: not sending again")
 		res.Record.InDoubt = true
-		return b.finish(ctx, res.Record, storage.StateFailed, reasonInDoubt, "", storage.KeepCredit)
+		return rc.finish(ctx, res.Record, storage.StateFailed, reasonInDoubt, "", storage.KeepCredit)
 	}
 	rec = res.Record
 	if rec.InDoubt {
@@ -102,7 +113,7 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	failpoint.Hit("after-reserve")
 	msgid, sendErr := b.send(ctx, t.rendered, rec.OpenID)
 	failpoint.Hit("after-send")
-	final, err = b.settle(ctx, log, rec, msgid, sendErr)
+	final, err = b.settle(ctx, log, rc, rec, msgid, sendErr)
 	failpoint.Hit("after-complete")
 	return final, err
 }
@@ -135,7 +146,7 @@ func (b *Bridge) send(ctx context.Context, r *rules.Rendered, openid string) (st
 }
 
 // settle records what WeChat answered.
-func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rec storage.SendRecord, msgid string, err error) (bool, error) {
+func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rc *recorder, rec storage.SendRecord, msgid string, err error) (bool, error) {
 	var api *wechat.APIError
 	errors.As(err, &api)
 	if api != nil {
@@ -144,15 +155,15 @@ func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rec storage.SendR
 	switch {
 	case err == nil:
 		rec.MsgID, rec.ErrCode, rec.ErrMsg = msgid, 0, "ok"
-		return b.finish(ctx, rec, storage.StateSent, "", "ok", storage.KeepCredit)
+		return rc.finish(ctx, rec, storage.StateSent, "", "ok", storage.KeepCredit)
 	case errors.Is(err, wechat.ErrNotSubscribed):
-		return b.finish(ctx, rec, storage.StateFailed, reasonNotSubscribed, rec.ErrMsg, storage.ZeroCredits)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonNotSubscribed, rec.ErrMsg, storage.ZeroCredits)
 	case errors.Is(err, wechat.ErrRecipient):
-		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrConfig), errors.Is(err, wechat.ErrData):
 		log.Error("WeChat refused the message: fix the rules or the template", "errcode", rec.ErrCode, "err", err)
 		b.metrics.configErrs.WithLabelValues(rec.App, strconv.Itoa(rec.ErrCode)).Inc()
-		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrTransient), errors.Is(err, wechat.ErrTokenInvalid), errors.Is(err, wechat.ErrTokenFetch):
 		if rec.ErrMsg == "" {
 			rec.ErrMsg = err.Error()
@@ -166,23 +177,43 @@ func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rec storage.SendR
 		}
 		if !attemptsLeft(rec, b.cfg.MaxAttempts) {
 			log.Warn("giving up on recipient", "attempts", rec.Attempts, "err", err)
-			return b.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, effect)
+			return rc.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, effect)
 		}
 		log.Info("transient failure; will retry", "attempt", rec.Attempts, "err", err)
 		b.metrics.retries.Inc()
-		return b.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect)
+		return rc.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect)
 	default:
 		if rec.ErrMsg == "" {
 			rec.ErrMsg = err.Error()
 		}
 		log.Error("send failed", "err", err)
-		return b.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	}
 }
 
-// finish stores a state for rec and, when it is final, queues its result in
-// the same transaction. It reports whether the state is final.
+// recorder records the outcome of one task. For the last (only) task of an
+// event it also marks the event done in the same transaction.
+type recorder struct {
+	b      *Bridge
+	last   bool
+	marked bool // the event was marked done with the outcome
+}
+
+func (rc *recorder) finish(ctx context.Context, rec storage.SendRecord, state, reason, errmsg string, effect storage.CreditEffect) (bool, error) {
+	final, err := rc.b.record(ctx, rec, state, reason, errmsg, effect, rc.last)
+	rc.marked = rc.last && final && err == nil
+	return final, err
+}
+
+// finish records an outcome of a task that does not end its event.
 func (b *Bridge) finish(ctx context.Context, rec storage.SendRecord, state, reason, errmsg string, effect storage.CreditEffect) (bool, error) {
+	return b.record(ctx, rec, state, reason, errmsg, effect, false)
+}
+
+// record stores a state for rec and, when it is final, queues its result in
+// the same transaction (and with eventDone marks its event done). It
+// reports whether the state is final.
+func (b *Bridge) record(ctx context.Context, rec storage.SendRecord, state, reason, errmsg string, effect storage.CreditEffect, eventDone bool) (bool, error) {
 	rec.State, rec.Reason = state, reason
 	if errmsg != "" {
 		rec.ErrMsg = errmsg
@@ -193,7 +224,11 @@ func (b *Bridge) finish(ctx context.Context, rec storage.SendRecord, state, reas
 			return []storage.OutboxMessage{b.resultMessage(r, "")}
 		}
 	}
-	saved, applied, err := b.cfg.Store.Complete(ctx, rec, effect, build)
+	complete := b.cfg.Store.Complete
+	if eventDone {
+		complete = b.cfg.Store.CompleteEvent
+	}
+	saved, applied, err := complete(ctx, rec, effect, build)
 	if err != nil {
 		return false, err
 	}

@@ -38,7 +38,7 @@ func (db *DB) Bind(ctx context.Context, b Binding) (moved *Binding, err error) {
 		okey := key(b.App, b.OpenID)
 		if prev := openids.Get(okey); prev != nil && string(prev) != b.UserID {
 			var old Binding
-			if _, err := getJSON(bindings, key(string(prev), b.App), &old); err != nil {
+			if _, err := getRecord(bindings, key(string(prev), b.App), &old); err != nil {
 				return err
 			}
 			old.App, old.UserID = b.App, string(prev)
@@ -48,14 +48,14 @@ func (db *DB) Bind(ctx context.Context, b Binding) (moved *Binding, err error) {
 			}
 		}
 		var cur Binding
-		if found, err := getJSON(bindings, key(b.UserID, b.App), &cur); err != nil {
+		if found, err := getRecord(bindings, key(b.UserID, b.App), &cur); err != nil {
 			return err
 		} else if found && cur.OpenID != b.OpenID {
 			if err := openids.Delete(key(b.App, cur.OpenID)); err != nil {
 				return err
 			}
 		}
-		if err := putJSON(bindings, key(b.UserID, b.App), b); err != nil {
+		if err := putRecord(bindings, key(b.UserID, b.App), &b); err != nil {
 			return err
 		}
 		return openids.Put(okey, []byte(b.UserID))
@@ -73,7 +73,7 @@ func (db *DB) Unbind(ctx context.Context, app, userID string) (bool, error) {
 		bindings := tx.Bucket(bucketBindings)
 		var cur Binding
 		var err error
-		found, err = getJSON(bindings, key(userID, app), &cur)
+		found, err = getRecord(bindings, key(userID, app), &cur)
 		if err != nil || !found {
 			return err
 		}
@@ -94,7 +94,7 @@ func (db *DB) Binding(_ context.Context, app, userID string) (Binding, bool, err
 	var found bool
 	err := db.view(func(tx *bolt.Tx) error {
 		var err error
-		found, err = getJSON(tx.Bucket(bucketBindings), key(userID, app), &b)
+		found, err = getRecord(tx.Bucket(bucketBindings), key(userID, app), &b)
 		return err
 	})
 	return b, found, err
@@ -118,7 +118,7 @@ func (db *DB) Bindings(_ context.Context, userID string) ([]Binding, error) {
 		c := tx.Bucket(bucketBindings).Cursor()
 		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
 			var b Binding
-			if _, err := getJSON(tx.Bucket(bucketBindings), k, &b); err != nil {
+			if _, err := getRecord(tx.Bucket(bucketBindings), k, &b); err != nil {
 				return err
 			}
 			out = append(out, b)

@@ -55,6 +55,8 @@ type Options struct {
 	LockTimeout time.Duration
 	// NoSync skips fsync: only for tests and benchmarks of code above storage.
 	NoSync bool
+	// Linger is how long a commit waits for more writers to join it.
+	Linger time.Duration
 	// LedgerHook announces every ledger change through the outbox.
 	LedgerHook LedgerHook
 	Now        func() time.Time
@@ -71,9 +73,18 @@ type DB struct {
 	ledgerHook  LedgerHook
 	outboxReady chan struct{}
 	outboxSeq   uint64 // writer goroutine only
-	writes      chan *write
-	done        chan struct{}
-	wg          sync.WaitGroup
+
+	// Published outbox entries are deleted by the next commit of any write
+	// (or after lazyDelay), not by a commit of their own: at a steady
+	// trickle of events that commit was a third of all of them.
+	linger time.Duration
+
+	lazyMu   sync.Mutex
+	lazy     []uint64
+	lazyKick chan struct{}
+	writes   chan *write
+	done     chan struct{}
+	wg       sync.WaitGroup
 
 	mu     sync.RWMutex // held for reading while queueing a write
 	closed bool
@@ -95,14 +106,22 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync,
+		// Every commit would otherwise write the free-page list too; it is
+		// rebuilt by a scan when the file is opened instead.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		// Growing the map makes every transaction wait; start big enough
+		// (address space, not memory) that a busy day does not remap.
+		InitialMmapSize: 256 << 20,
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{bolt: b, now: opts.Now, ledgerHook: opts.LedgerHook, outboxReady: make(chan struct{}, 1),
+	db := &DB{bolt: b, now: opts.Now, ledgerHook: opts.LedgerHook, outboxReady: make(chan struct{}, 1), lazyKick: make(chan struct{}, 1), linger: opts.Linger,
 		writes: make(chan *write, 4096), done: make(chan struct{})}
 	if err := b.Update(db.migrate); err != nil {
 		b.Close()
@@ -192,24 +211,44 @@ func (db *DB) view(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }
 
 const maxGroup = 512
 
+// lazyDelay bounds how long published outbox entries wait for a commit to
+// ride along with.
+const lazyDelay = 50 * time.Millisecond
+
 func (db *DB) writer() {
 	defer db.wg.Done()
 	group := make([]*write, 0, maxGroup)
+	lazyTimer := time.NewTimer(time.Hour)
+	lazyTimer.Stop()
+	armed := false
 	for {
 		group = group[:0]
 		select {
 		case w := <-db.writes:
 			group = append(group, w)
+		case <-db.lazyKick:
+			if !armed {
+				lazyTimer.Reset(lazyDelay)
+				armed = true
+			}
+			continue
+		case <-lazyTimer.C:
+			// Nothing else to ride along with: delete them on their own.
+			armed = false
 		case <-db.done:
 			// Close holds off new writes before it closes done, so what is
 			// queued now is all there will be.
 			for len(db.writes) > 0 {
 				group = append(group, <-db.writes)
 			}
-			if len(group) > 0 {
-				db.commit(group)
-			}
+			db.commit(group)
 			return
+		}
+		if len(group) > 0 && db.linger > 0 {
+			// Let writers arriving within the linger share this commit: at a
+			// steady trickle, commits (two fdatasyncs each) were most of the
+			// bridge's CPU.
+			time.Sleep(db.linger)
 		}
 	fill:
 		for len(group) < maxGroup {
@@ -228,6 +267,10 @@ func (db *DB) writer() {
 // is rolled back and each function is retried in a transaction of its own so
 // that one bad write does not fail its neighbours.
 func (db *DB) commit(group []*write) {
+	dels := db.takeLazy()
+	if len(group) == 0 && len(dels) == 0 {
+		return
+	}
 	var failed bool
 	var seq uint64
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
@@ -237,11 +280,20 @@ func (db *DB) commit(group []*write) {
 				return err
 			}
 		}
+		ob := tx.Bucket(bucketOutbox)
+		for _, d := range dels {
+			if err := ob.Delete(u64(d)); err != nil {
+				return err
+			}
+		}
 		// Read here rather than in a transaction of its own after every
 		// commit.
-		seq = tx.Bucket(bucketOutbox).Sequence()
+		seq = ob.Sequence()
 		return nil
 	})
+	if err != nil && len(dels) > 0 {
+		db.forget(dels...) // deletes are idempotent: try them with the next commit
+	}
 	if err == nil {
 		db.wakeOutbox(seq)
 		for _, w := range group {
@@ -258,6 +310,25 @@ func (db *DB) commit(group []*write) {
 	}
 	for _, w := range group {
 		w.err <- db.bolt.Update(w.fn)
+	}
+}
+
+func (db *DB) takeLazy() []uint64 {
+	db.lazyMu.Lock()
+	defer db.lazyMu.Unlock()
+	d := db.lazy
+	db.lazy = nil
+	return d
+}
+
+// forget queues published outbox entries for deletion with the next commit.
+func (db *DB) forget(seqs ...uint64) {
+	db.lazyMu.Lock()
+	db.lazy = append(db.lazy, seqs...)
+	db.lazyMu.Unlock()
+	select {
+	case db.lazyKick <- struct{}{}:
+	default:
 	}
 }
 

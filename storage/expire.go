@@ -78,7 +78,7 @@ func (db *DB) expireSends(tx *bolt.Tx, before time.Time) (int, bool, error) {
 		}
 		key := k[8:]
 		var rec SendRecord
-		found, err := getJSON(sends, key, &rec)
+		found, err := getRecord(sends, key, &rec)
 		if err != nil {
 			return 0, false, err
 		}

@@ -241,7 +241,7 @@ func (db *DB) Subscriptions(_ context.Context, app, openid string) ([]Subscripti
 		c := b.Cursor()
 		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
 			var s Subscription
-			if _, err := getJSON(b, k, &s); err != nil {
+			if _, err := getRecord(b, k, &s); err != nil {
 				return err
 			}
 			s.UserID = string(tx.Bucket(bucketOpenIDs).Get(key(app, openid)))
@@ -254,7 +254,7 @@ func (db *DB) Subscriptions(_ context.Context, app, openid string) ([]Subscripti
 
 func (db *DB) loadSubscription(tx *bolt.Tx, app, openid, templateID string) (Subscription, bool, error) {
 	s := Subscription{App: app, OpenID: openid, TemplateID: templateID}
-	found, err := getJSON(tx.Bucket(bucketLedger), key(app, openid, templateID), &s)
+	found, err := getRecord(tx.Bucket(bucketLedger), key(app, openid, templateID), &s)
 	s.App, s.OpenID, s.TemplateID = app, openid, templateID
 	return s, found, err
 }
@@ -263,7 +263,7 @@ func (db *DB) loadSubscription(tx *bolt.Tx, app, openid, templateID string) (Sub
 // transaction.
 func (db *DB) saveSubscription(tx *bolt.Tx, s Subscription) error {
 	s.UserID = string(tx.Bucket(bucketOpenIDs).Get(key(s.App, s.OpenID)))
-	if err := putJSON(tx.Bucket(bucketLedger), key(s.App, s.OpenID, s.TemplateID), s); err != nil {
+	if err := putRecord(tx.Bucket(bucketLedger), key(s.App, s.OpenID, s.TemplateID), &s); err != nil {
 		return err
 	}
 	if db.ledgerHook == nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,16 +14,20 @@ import (
 // Nats-Msg-Id) lets JetStream drop the copy a crash between publish and
 // delete may produce.
 type OutboxMessage struct {
-	Subject string            `json:"subject"`
-	MsgID   string            `json:"msg_id,omitempty"`
-	Header  map[string]string `json:"header,omitempty"`
-	Payload []byte            `json:"payload"`
+	Subject string
+	MsgID   string
+	Header  map[string]string
+	Payload []byte
 }
 
-// OutboxEntry is a queued message and its position in the outbox.
+// OutboxEntry is a queued message and its position in the outbox. Err is
+// set for an entry that cannot be read (written by an incompatible
+// version, or damaged): the publisher drops it with a log line rather than
+// let it block every message behind it.
 type OutboxEntry struct {
 	Seq uint64
 	OutboxMessage
+	Err error
 }
 
 func appendOutbox(tx *bolt.Tx, msgs ...OutboxMessage) error {
@@ -35,11 +40,80 @@ func appendOutbox(tx *bolt.Tx, msgs ...OutboxMessage) error {
 		if err != nil {
 			return err
 		}
-		if err := putJSON(b, u64(seq), m); err != nil {
+		if err := b.Put(u64(seq), m.encode()); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Outbox entries are written and read once each, on the hot path, so they
+// have a compact binary form rather than JSON (which would also base64 the
+// payload): a version byte, then subject, msg id and headers as
+// length-prefixed strings, then the payload to the end.
+const outboxV1 = 1
+
+func (m OutboxMessage) encode() []byte {
+	n := 1 + len(m.Subject) + len(m.MsgID) + len(m.Payload) + 3*binary.MaxVarintLen32
+	for k, v := range m.Header {
+		n += len(k) + len(v) + 2*binary.MaxVarintLen32
+	}
+	b := make([]byte, 0, n)
+	b = append(b, outboxV1)
+	b = appendString(b, m.Subject)
+	b = appendString(b, m.MsgID)
+	b = binary.AppendUvarint(b, uint64(len(m.Header)))
+	for k, v := range m.Header {
+		b = appendString(appendString(b, k), v)
+	}
+	return append(b, m.Payload...)
+}
+
+func decodeOutbox(b []byte) (OutboxMessage, error) {
+	var m OutboxMessage
+	if len(b) == 0 || b[0] != outboxV1 {
+		return m, errors.New("outbox entry: unknown format")
+	}
+	b = b[1:]
+	var ok bool
+	if m.Subject, b, ok = readString(b); !ok {
+		return m, errors.New("outbox entry: truncated subject")
+	}
+	if m.MsgID, b, ok = readString(b); !ok {
+		return m, errors.New("outbox entry: truncated msg id")
+	}
+	nh, w := binary.Uvarint(b)
+	if w <= 0 || nh > uint64(len(b)) {
+		return m, errors.New("outbox entry: bad header count")
+	}
+	b = b[w:]
+	if nh > 0 {
+		m.Header = make(map[string]string, nh)
+	}
+	for i := uint64(0); i < nh; i++ {
+		var k, v string
+		if k, b, ok = readString(b); !ok {
+			return m, errors.New("outbox entry: truncated header")
+		}
+		if v, b, ok = readString(b); !ok {
+			return m, errors.New("outbox entry: truncated header")
+		}
+		m.Header[k] = v
+	}
+	m.Payload = append([]byte(nil), b...)
+	return m, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func readString(b []byte) (string, []byte, bool) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) {
+		return "", nil, false
+	}
+	return string(b[w : w+int(n)]), b[w+int(n):], true
 }
 
 // Enqueue queues messages for publication on their own.
@@ -57,12 +131,9 @@ func (db *DB) Outbox(_ context.Context, after uint64, max int) ([]OutboxEntry, e
 	err := db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		c := b.Cursor()
-		for k, _ := c.Seek(u64(after + 1)); k != nil && len(out) < max; k, _ = c.Next() {
-			var m OutboxMessage
-			if _, err := getJSON(b, k, &m); err != nil {
-				return err
-			}
-			out = append(out, OutboxEntry{Seq: binary.BigEndian.Uint64(k), OutboxMessage: m})
+		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			m, err := decodeOutbox(v)
+			out = append(out, OutboxEntry{Seq: binary.BigEndian.Uint64(k), OutboxMessage: m, Err: err})
 		}
 		return nil
 	})
@@ -70,6 +141,16 @@ func (db *DB) Outbox(_ context.Context, after uint64, max int) ([]OutboxEntry, e
 		return nil, fmt.Errorf("read outbox: %w", err)
 	}
 	return out, nil
+}
+
+// ForgetOutbox removes published messages with the next commit of any
+// write, within 50 ms, or at Close. Until then Outbox still returns them:
+// read on from the last seq published. A crash in between publishes them
+// again; their Nats-Msg-Id lets JetStream drop the copies.
+func (db *DB) ForgetOutbox(seqs ...uint64) {
+	if len(seqs) > 0 {
+		db.forget(seqs...)
+	}
 }
 
 // DeleteOutbox removes published messages.

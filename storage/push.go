@@ -109,7 +109,7 @@ func (db *DB) recordDeliveryTx(tx *bolt.Tx, d Delivery, announce func(SendRecord
 	if k == nil {
 		return rec, false, nil
 	}
-	found, err := getJSON(tx.Bucket(bucketSends), k, &rec)
+	found, err := getRecord(tx.Bucket(bucketSends), k, &rec)
 	if err != nil || !found {
 		return rec, false, err
 	}
@@ -117,7 +117,7 @@ func (db *DB) recordDeliveryTx(tx *bolt.Tx, d Delivery, announce func(SendRecord
 		return rec, true, nil
 	}
 	applyDelivery(&rec, d, db.now())
-	if err := putJSON(tx.Bucket(bucketSends), k, rec); err != nil {
+	if err := putRecord(tx.Bucket(bucketSends), k, &rec); err != nil {
 		return rec, false, err
 	}
 	if announce != nil {

@@ -27,7 +27,7 @@ func (db *DB) Defer(ctx context.Context, rec SendRecord, due time.Time, payload 
 		ok = false
 		sends := tx.Bucket(bucketSends)
 		var cur SendRecord
-		found, err := getJSON(sends, []byte(rec.Key), &cur)
+		found, err := getRecord(sends, []byte(rec.Key), &cur)
 		if err != nil {
 			return err
 		}
@@ -44,7 +44,7 @@ func (db *DB) Defer(ctx context.Context, rec SendRecord, due time.Time, payload 
 			rec.CreatedAt, rec.Attempts = cur.CreatedAt, cur.Attempts
 		}
 		rec.State, rec.UpdatedAt, rec.Owner = StateDeferred, now, ""
-		if err := putJSON(sends, []byte(rec.Key), rec); err != nil {
+		if err := putRecord(sends, []byte(rec.Key), &rec); err != nil {
 			return err
 		}
 		ok = true

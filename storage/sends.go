@@ -141,7 +141,7 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 		sends := tx.Bucket(bucketSends)
 		k := []byte(req.Record.Key)
 		var rec SendRecord
-		found, err := getJSON(sends, k, &rec)
+		found, err := getRecord(sends, k, &rec)
 		if err != nil {
 			return err
 		}
@@ -162,7 +162,7 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 			rec.Attempts++
 			rec.UpdatedAt = now
 			res = ReserveResult{Outcome: Reserved, Record: rec}
-			return putJSON(sends, k, rec)
+			return putRecord(sends, k, &rec)
 		case !found:
 			rec = req.Record
 			rec.CreatedAt = now
@@ -239,7 +239,7 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 				return err
 			}
 		}
-		return putJSON(sends, k, rec)
+		return putRecord(sends, k, &rec)
 	})
 	if err != nil {
 		return ReserveResult{}, fmt.Errorf("reserve send %s: %w", printable([]byte(req.Record.Key)), err)
@@ -268,18 +268,38 @@ const (
 // changes, nothing is queued, and the stored record is returned with
 // applied false.
 func (db *DB) Complete(ctx context.Context, rec SendRecord, effect CreditEffect, build func(SendRecord) []OutboxMessage) (saved SendRecord, applied bool, err error) {
+	return db.complete(ctx, rec, effect, build, false)
+}
+
+// CompleteEvent is Complete for the last outcome of an event: it also
+// records that the event was fully handled (MarkEventDone), in the same
+// transaction, when the outcome is final. Events with one recipient, the
+// common case, then cost one transaction fewer.
+func (db *DB) CompleteEvent(ctx context.Context, rec SendRecord, effect CreditEffect, build func(SendRecord) []OutboxMessage) (saved SendRecord, applied bool, err error) {
+	return db.complete(ctx, rec, effect, build, true)
+}
+
+func (db *DB) complete(ctx context.Context, rec SendRecord, effect CreditEffect, build func(SendRecord) []OutboxMessage, eventDone bool) (saved SendRecord, applied bool, err error) {
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		sends := tx.Bucket(bucketSends)
 		k := []byte(rec.Key)
 		now := db.now().UTC()
 		var cur SendRecord
-		found, err := getJSON(sends, k, &cur)
+		found, err := getRecord(sends, k, &cur)
 		if err != nil {
 			return err
 		}
 		if found && Final(cur.State) {
 			saved, applied = cur, false
+			if eventDone {
+				return putEventDone(tx, cur.EventID, cur.EventType, now)
+			}
 			return nil
+		}
+		if eventDone && Final(rec.State) {
+			if err := putEventDone(tx, rec.EventID, rec.EventType, now); err != nil {
+				return err
+			}
 		}
 		next := rec
 		if found {
@@ -360,7 +380,7 @@ func (db *DB) Complete(ctx context.Context, rec SendRecord, effect CreditEffect,
 		if late != nil {
 			stored = *late
 		}
-		if err := putJSON(sends, k, stored); err != nil {
+		if err := putRecord(sends, k, &stored); err != nil {
 			return err
 		}
 		saved, applied = stored, true
@@ -387,7 +407,7 @@ func (db *DB) Send(_ context.Context, k string) (SendRecord, bool, error) {
 	var found bool
 	err := db.view(func(tx *bolt.Tx) error {
 		var err error
-		found, err = getJSON(tx.Bucket(bucketSends), []byte(k), &rec)
+		found, err = getRecord(tx.Bucket(bucketSends), []byte(k), &rec)
 		return err
 	})
 	return rec, found, err
@@ -402,7 +422,7 @@ func (db *DB) EventSends(_ context.Context, eventID string) ([]SendRecord, error
 		c := b.Cursor()
 		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
 			var rec SendRecord
-			if _, err := getJSON(b, k, &rec); err != nil {
+			if _, err := getRecord(b, k, &rec); err != nil {
 				return err
 			}
 			out = append(out, rec)
@@ -425,7 +445,7 @@ func (db *DB) EventDone(_ context.Context, id string) (EventRecord, bool, error)
 	var found bool
 	err := db.view(func(tx *bolt.Tx) error {
 		var err error
-		found, err = getJSON(tx.Bucket(bucketEvents), []byte(id), &rec)
+		found, err = getRecord(tx.Bucket(bucketEvents), []byte(id), &rec)
 		return err
 	})
 	return rec, found, err
@@ -435,7 +455,7 @@ func (db *DB) EventDone(_ context.Context, id string) (EventRecord, bool, error)
 // and queues out with it.
 func (db *DB) MarkEventDone(ctx context.Context, id, typ string, out ...OutboxMessage) error {
 	err := db.update(ctx, func(tx *bolt.Tx) error {
-		if err := putJSON(tx.Bucket(bucketEvents), []byte(id), EventRecord{ID: id, Type: typ, DoneAt: db.now().UTC()}); err != nil {
+		if err := putEventDone(tx, id, typ, db.now().UTC()); err != nil {
 			return err
 		}
 		return appendOutbox(tx, out...)
@@ -479,6 +499,10 @@ func releaseMarks(tx *bolt.Tx, rec *SendRecord) error {
 		rec.CapMark = ""
 	}
 	return nil
+}
+
+func putEventDone(tx *bolt.Tx, id, typ string, now time.Time) error {
+	return putRecord(tx.Bucket(bucketEvents), []byte(id), &EventRecord{ID: id, Type: typ, DoneAt: now})
 }
 
 func timeKey(t time.Time, k string) []byte {

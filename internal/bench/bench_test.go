@@ -15,9 +15,6 @@ import (
 // TestSmoke runs two scenarios at a tiny size against a freshly built
 // wxbridge, so that the bench keeps working as the code under it changes.
 func TestSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds wxbridge and runs it")
-	}
 	bin := filepath.Join(t.TempDir(), "wxbridge")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/wxbridge/wxbridge/cmd/wxbridge").CombinedOutput()
 	if err != nil {

@@ -33,6 +33,7 @@ type Store interface {
 
 	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
 	Complete(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
+	CompleteEvent(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
 	Send(ctx context.Context, key string) (storage.SendRecord, bool, error)
 	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
 	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
@@ -44,6 +45,7 @@ type Store interface {
 
 	Outbox(ctx context.Context, after uint64, max int) ([]storage.OutboxEntry, error)
 	DeleteOutbox(ctx context.Context, seqs ...uint64) error
+	ForgetOutbox(seqs ...uint64)
 
 	LoadToken(ctx context.Context, key string) (string, time.Time, error)
 	SaveToken(ctx context.Context, key, token string, expiresAt time.Time) error
@@ -98,6 +100,7 @@ func Run(t *testing.T, open Opener) {
 		{"ReserveConsumesOnce", testReserveConsumesOnce},
 		{"CompleteEffects", testCompleteEffects},
 		{"OutcomeNeverOverwritten", testOutcomeNeverOverwritten},
+		{"CompleteEvent", testCompleteEvent},
 		{"InDoubt", testInDoubt},
 		{"DedupeAndCap", testDedupeAndCap},
 		{"PushAppliedOnce", testPushOnce},
@@ -431,6 +434,24 @@ func testOutcomeNeverOverwritten(t *testing.T, open Opener) {
 	}
 }
 
+// The last outcome of an event can mark the event done in the same
+// transaction, but only a final one.
+func testCompleteEvent(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	rec := must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", false))).Record
+	rec.State = storage.StateRetry
+	must[storage.SendRecord](t)(first(s.CompleteEvent(ctx, rec, storage.RefundCredit, nil)))
+	if _, done, _ := s.EventDone(ctx, "e1"); done {
+		t.Fatal("a retry marked its event done")
+	}
+	rec = must[storage.ReserveResult](t)(s.Reserve(ctx, reserveReq("e1", "own", false))).Record
+	rec.State = storage.StateSent
+	must[storage.SendRecord](t)(first(s.CompleteEvent(ctx, rec, storage.KeepCredit, nil)))
+	if ev, done, _ := s.EventDone(ctx, "e1"); !done || ev.Type != "t" {
+		t.Fatalf("event after its last outcome: %+v %v", ev, done)
+	}
+}
+
 func testInDoubt(t *testing.T, open Opener) {
 	c := NewClock()
 	s := open(t, c, nil)
@@ -610,6 +631,22 @@ func testOutbox(t *testing.T, open Opener) {
 	check(t, s.DeleteOutbox(ctx, entries[0].Seq))
 	if left := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10)); len(left) != 1 || left[0].Subject != "b" {
 		t.Fatalf("outbox after delete: %+v", left)
+	}
+	// Forgotten entries go with the next write, or shortly on their own.
+	s.ForgetOutbox(entries[1].Seq)
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u", OpenID: "o"}))
+	if left := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10)); len(left) != 0 {
+		t.Fatalf("outbox after forget and a write: %+v", left)
+	}
+	check(t, s.MarkEventDone(ctx, "e2", "t", storage.OutboxMessage{Subject: "c"}))
+	c := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10))
+	s.ForgetOutbox(c[0].Seq)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10))) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a forgotten entry was never deleted with no write to ride along with")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if _, done, _ := s.EventDone(ctx, "e1"); !done {
 		t.Fatal("event not done")
