@@ -60,7 +60,17 @@ type Clock struct {
 }
 
 // NewClock starts a clock at a fixed instant.
-func NewClock() *Clock { return &Clock{t: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)} }
+func NewClock() *Clock { return NewClockAt(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)) }
+
+// NewClockAt starts a clock at t.
+func NewClockAt(t time.Time) *Clock { return &Clock{t: t} }
+
+// Set moves the clock to t.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
 
 // Now is the clock's time; give it to the store as its time source.
 func (c *Clock) Now() time.Time {
