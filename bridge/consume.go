@@ -95,6 +95,26 @@ func (d backoff) WaitTime(n uint64) time.Duration {
 	return time.Duration(float64(w) * jitter)
 }
 
+// nakDelay is the subscriber's redelivery delay: the backoff, except for
+// events refused because the bridge is shutting down. Those must stay away
+// until the subscription is closed: one pushed back to a closing
+// subscription is abandoned by watermill without a nak and waits out the
+// whole ack wait. Delivered again after drainNak, they reach the next
+// process (or another bridge) soon enough.
+type nakDelay struct {
+	backoff
+	draining func() bool
+}
+
+const drainNak = 5 * time.Second
+
+func (d nakDelay) WaitTime(n uint64) time.Duration {
+	if d.draining() {
+		return drainNak
+	}
+	return d.backoff.WaitTime(n)
+}
+
 // consumeEvents starts the watermill router on the bound durable consumer.
 // It returns a function that stops it.
 func (b *Bridge) consumeEvents() (stop func(), err error) {
@@ -120,7 +140,7 @@ func (b *Bridge) consumeEvents() (stop func(), err error) {
 		AckWaitTimeout:   b.cfg.AckWait,
 		CloseTimeout:     5 * time.Second,
 		SubscribeTimeout: 30 * time.Second,
-		NakDelay:         backoff{b.cfg.RetryBase, b.cfg.RetryMax},
+		NakDelay:         nakDelay{backoff{b.cfg.RetryBase, b.cfg.RetryMax}, b.handlers.shut},
 		JetStream: wmnats.JetStreamConfig{
 			// The default, AckSync, waits for the server to confirm the ack.
 			AckAsync:      false,

@@ -72,7 +72,7 @@ func (b *Bridge) processEvent(ctx context.Context, msg *message.Message) (outcom
 		return "", errInFlight
 	}
 	defer b.inflight.Delete(ev.ID)
-	log := b.log.With("event_id", ev.ID, "event_type", ev.Type)
+	log := evlog{l: b.log, ev: ev}
 
 	if _, done, err := b.cfg.Store.EventDone(ctx, ev.ID); err != nil {
 		return "", err

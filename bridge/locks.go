@@ -65,6 +65,13 @@ func (g *gate) leave() {
 	}
 }
 
+// shut reports whether the gate admits no more work.
+func (g *gate) shut() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
+
 // close admits nothing more; the channel closes when the work inside is done.
 func (g *gate) close() <-chan struct{} {
 	g.mu.Lock()

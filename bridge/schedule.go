@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -46,7 +45,7 @@ func storageKey(parts ...string) []byte { return []byte(strings.Join(parts, "\x0
 
 // deferUntil puts a send in the schedule. The recipient counts as handled
 // for the event: its outcome comes when the schedule runs it.
-func (b *Bridge) deferUntil(ctx context.Context, log *slog.Logger, ev *rules.Event, t task, rec storage.SendRecord, due time.Time) (bool, error) {
+func (b *Bridge) deferUntil(ctx context.Context, log evlog, ev *rules.Event, t task, rec storage.SendRecord, due time.Time) (bool, error) {
 	ss, ok := b.cfg.Store.(scheduleStore)
 	if !ok {
 		return false, fmt.Errorf("defer send: the store has no schedule")
@@ -145,7 +144,7 @@ func (b *Bridge) runDeferred(ctx context.Context, ss scheduleStore, d storage.De
 		dec.UseNumber()
 		_ = dec.Decode(&ev.Data)
 	}
-	log := b.log.With("event_id", ev.ID, "event_type", ev.Type)
+	log := evlog{l: b.log, ev: ev}
 	var rule *rules.Rule
 	for _, r := range b.rules.Load().Rules {
 		if r.Name == w.Rule {

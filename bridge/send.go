@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strconv"
 	"time"
 
@@ -31,7 +30,7 @@ const (
 // deliver takes one (rule, recipient) of an event as far as it can go. It
 // reports whether the recipient now has a final outcome; an error means the
 // state could not be read or written and the event must be retried.
-func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event, t task) (final bool, err error) {
+func (b *Bridge) deliver(ctx context.Context, log evlog, ev *rules.Event, t task) (final bool, err error) {
 	rc := &recorder{b: b, last: t.last}
 	final, err = b.deliverTo(ctx, log, ev, t, rc)
 	if err == nil && final && t.last && !rc.marked {
@@ -42,10 +41,10 @@ func (b *Bridge) deliver(ctx context.Context, log *slog.Logger, ev *rules.Event,
 	return final, err
 }
 
-func (b *Bridge) deliverTo(ctx context.Context, log *slog.Logger, ev *rules.Event, t task, rc *recorder) (final bool, err error) {
+func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *rules.Event, t task, rc *recorder) (final bool, err error) {
 	rec := storage.SendRecord{Key: t.key, EventID: ev.ID, EventType: ev.Type, Rule: t.rule.Name,
 		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID}
-	log = log.With("rule", t.rule.Name, "user_id", t.userID)
+	log = log.forTask(t)
 
 	switch {
 	case t.specErr != nil:
@@ -146,7 +145,7 @@ func (b *Bridge) send(ctx context.Context, r *rules.Rendered, openid string) (st
 }
 
 // settle records what WeChat answered.
-func (b *Bridge) settle(ctx context.Context, log *slog.Logger, rc *recorder, rec storage.SendRecord, msgid string, err error) (bool, error) {
+func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storage.SendRecord, msgid string, err error) (bool, error) {
 	var api *wechat.APIError
 	errors.As(err, &api)
 	if api != nil {
