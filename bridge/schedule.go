@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,8 +39,6 @@ type deferredWork struct {
 	OpenID string `json:"openid,omitempty"`
 	RK     string `json:"rk"`
 }
-
-func storageKey(parts ...string) []byte { return []byte(strings.Join(parts, "\x00")) }
 
 // deferUntil puts a send in the schedule. The recipient counts as handled
 // for the event: its outcome comes when the schedule runs it.

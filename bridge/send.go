@@ -86,10 +86,10 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *rules.Event, t ta
 		if err != nil {
 			return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, err.Error(), storage.KeepCredit)
 		}
-		req.DedupeKey, req.DedupeWindow = string(storageKey(t.rule.Name, k, t.rk)), pol.Dedupe.Window
+		req.DedupeKey, req.DedupeWindow = storage.Key(t.rule.Name, k, t.rk), pol.Dedupe.Window
 	}
 	if c := pol.Cap; c != nil {
-		req.CapKey, req.CapMax, req.CapPer = string(storageKey(t.rule.Name, t.rk)), c.Max, c.Per
+		req.CapKey, req.CapMax, req.CapPer = storage.Key(t.rule.Name, t.rk), c.Max, c.Per
 	}
 	res, err := b.cfg.Store.Reserve(ctx, req)
 	if err != nil {

@@ -68,13 +68,14 @@ func (db *DB) Expire(ctx context.Context, r Retention) (ExpireStats, error) {
 
 func (db *DB) expireSends(tx *bolt.Tx, before time.Time) (int, bool, error) {
 	idx, sends := tx.Bucket(bucketSendsTime), tx.Bucket(bucketSends)
-	c := idx.Cursor()
-	n := 0
 	limit := u64(uint64(before.UnixNano()))
 	var drop [][]byte
+	more := false
+	c := idx.Cursor()
 	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.Next() {
-		if n == expireChunk {
-			return db.dropAll(tx, idx, drop, n, true)
+		if len(drop) == expireChunk {
+			more = true
+			break
 		}
 		key := k[8:]
 		var rec SendRecord
@@ -99,18 +100,8 @@ func (db *DB) expireSends(tx *bolt.Tx, before time.Time) (int, bool, error) {
 			}
 		}
 		drop = append(drop, append([]byte(nil), k...))
-		n++
 	}
-	return db.dropAll(tx, idx, drop, n, false)
-}
-
-func (db *DB) dropAll(_ *bolt.Tx, b *bolt.Bucket, keys [][]byte, n int, more bool) (int, bool, error) {
-	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
-			return 0, false, err
-		}
-	}
-	return n, more, nil
+	return len(drop), more, deleteKeys(idx, drop)
 }
 
 // expireIndexed removes entries of data whose time index entry (time +
@@ -120,73 +111,55 @@ func expireIndexed(tx *bolt.Tx, index, data []byte, before time.Time) (int, bool
 	limit := u64(uint64(before.UnixNano()))
 	var drop [][]byte
 	c := idx.Cursor()
-	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.Next() {
-		if len(drop) == expireChunk {
-			break
-		}
+	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0 && len(drop) < expireChunk; k, _ = c.Next() {
 		drop = append(drop, append([]byte(nil), k...))
 	}
 	for _, k := range drop {
 		if err := b.Delete(k[8:]); err != nil {
 			return 0, false, err
 		}
-		if err := idx.Delete(k); err != nil {
-			return 0, false, err
-		}
 	}
-	return len(drop), len(drop) == expireChunk, nil
+	return len(drop), len(drop) == expireChunk, deleteKeys(idx, drop)
 }
 
-func expireDedupe(tx *bolt.Tx, before time.Time) (int, bool, error) {
-	b := tx.Bucket(bucketDedupe)
+// deleteWhere deletes up to expireChunk entries of bucket for which old
+// says so, and reports whether there may be more.
+func deleteWhere(tx *bolt.Tx, bucket []byte, old func(k, v []byte) bool) (int, bool, error) {
+	b := tx.Bucket(bucket)
 	var drop [][]byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil && len(drop) < expireChunk; k, v = c.Next() {
-		if timeOf(v).Before(before) {
+		if old(k, v) {
 			drop = append(drop, append([]byte(nil), k...))
 		}
 	}
-	for _, k := range drop {
-		if err := b.Delete(k); err != nil {
-			return 0, false, err
-		}
-	}
-	return len(drop), len(drop) == expireChunk, nil
+	return len(drop), len(drop) == expireChunk, deleteKeys(b, drop)
 }
 
-// expireCaps removes cap entries older than before.
-func expireCaps(tx *bolt.Tx, before time.Time) (int, bool, error) {
-	b := tx.Bucket(bucketCaps)
-	var drop [][]byte
-	c := b.Cursor()
-	for k, _ := c.First(); k != nil && len(drop) < expireChunk; k, _ = c.Next() {
-		if t, ok := capTime(k); ok && t.Before(before) {
-			drop = append(drop, append([]byte(nil), k...))
-		}
-	}
-	for _, k := range drop {
+func deleteKeys(b *bolt.Bucket, keys [][]byte) error {
+	for _, k := range keys {
 		if err := b.Delete(k); err != nil {
-			return 0, false, err
+			return err
 		}
 	}
-	return len(drop), len(drop) == expireChunk, nil
+	return nil
+}
+
+func expireDedupe(tx *bolt.Tx, before time.Time) (int, bool, error) {
+	return deleteWhere(tx, bucketDedupe, func(_, v []byte) bool { return timeOf(v).Before(before) })
+}
+
+func expireCaps(tx *bolt.Tx, before time.Time) (int, bool, error) {
+	return deleteWhere(tx, bucketCaps, func(k, _ []byte) bool {
+		t, ok := capTime(k)
+		return ok && t.Before(before)
+	})
 }
 
 // expireOrphans drops delivery reports whose send never showed up.
 func expireOrphans(tx *bolt.Tx, before time.Time) (int, bool, error) {
-	b := tx.Bucket(bucketOrphans)
-	var drop [][]byte
-	c := b.Cursor()
-	for k, v := c.First(); k != nil && len(drop) < expireChunk; k, v = c.Next() {
+	return deleteWhere(tx, bucketOrphans, func(_, v []byte) bool {
 		var o orphan
-		if err := json.Unmarshal(v, &o); err != nil || o.At.Before(before) {
-			drop = append(drop, append([]byte(nil), k...))
-		}
-	}
-	for _, k := range drop {
-		if err := b.Delete(k); err != nil {
-			return 0, false, err
-		}
-	}
-	return len(drop), len(drop) == expireChunk, nil
+		return json.Unmarshal(v, &o) != nil || o.At.Before(before)
+	})
 }

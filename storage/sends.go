@@ -65,9 +65,11 @@ type SendRecord struct {
 }
 
 // SendKey is the idempotency key of one (event, rule, recipient).
-func SendKey(eventID, rule, recipient string) string {
-	return string(key(eventID, rule, recipient))
-}
+func SendKey(eventID, rule, recipient string) string { return Key(eventID, rule, recipient) }
+
+// Key joins the parts of a compound key (a dedupe or cap key) the way the
+// store does: with NUL, which no id contains.
+func Key(parts ...string) string { return string(key(parts...)) }
 
 // Reservation outcomes.
 type Reservation int

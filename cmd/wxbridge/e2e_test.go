@@ -275,9 +275,9 @@ func TestRestartDoesNotReplay(t *testing.T) {
 	h = startHarness(t, dir, testRules)
 	h.publish("statement.issued", "evt-r2", map[string]any{"applicant_id": "u-2", "statement_id": "2",
 		"buyer_name": "a", "seller_name": "b", "month": "m", "created_at": "2026-11-01 09:00"})
-	got := h.results(2)
+	h.results(2)
 	time.Sleep(300 * time.Millisecond) // a replay of evt-r1 would land by now
-	got = h.results(2)
+	got := h.results(2)
 	if len(got) != 2 || got[0].EventID != "evt-r1" || got[1].EventID != "evt-r2" {
 		t.Fatalf("after restart want one result per event, got %+v", got)
 	}

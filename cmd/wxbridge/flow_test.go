@@ -342,10 +342,8 @@ func TestBindByCodeAndRoleFanOut(t *testing.T) {
 	// 40 members: 10 unbound, 10 bound without a subscription, 10 who
 	// rejected, 10 with a credit. The lead is also a member and named.
 	const n = 40
-	var grants []string
 	for i := 0; i < n; i++ {
 		user := fmt.Sprintf("m%02d", i)
-		grants = append(grants, user)
 		var ok bridge.OKReply
 		h.request("wxbridge.cmd.roles", bridge.RolesRequest{UserID: user, Grant: []storage.Role{{Role: "member", Scope: "team:7"}}}, &ok)
 		if !ok.OK {
