@@ -127,6 +127,10 @@ func (b *Bridge) adminUser(w http.ResponseWriter, r *http.Request) {
 func (b *Bridge) adminEvent(w http.ResponseWriter, r *http.Request) {
 	st := b.cfg.Store.(adminStore)
 	id := r.PathValue("id")
+	if src := r.URL.Query().Get("source"); src != "" {
+		// A CloudEvent is known by its source and id.
+		id = src + keySep + id
+	}
 	recs, err := st.EventSends(r.Context(), id)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -146,7 +150,12 @@ func (b *Bridge) adminEvent(w http.ResponseWriter, r *http.Request) {
 		out.Results = append(out.Results, res)
 	}
 	if len(recs) == 0 && !done {
-		writeError(w, http.StatusNotFound, "no record of event "+id+" (never seen, matched no rule, or expired)")
+		src, eid := splitEventKey(id)
+		what := "event " + eid
+		if src != "" {
+			what += " from " + src
+		}
+		writeError(w, http.StatusNotFound, "no record of "+what+" (never seen, matched no rule, or expired; a CloudEvent needs ?source=)")
 		return
 	}
 	writeJSON(w, out)

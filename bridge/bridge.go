@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/wxbridge/wxbridge/rules"
@@ -23,6 +24,8 @@ import (
 
 // WeChat is the part of the WeChat client the bridge uses.
 type WeChat interface {
+	// Ready waits for a usable access token of app (see wechat.Client.Ready).
+	Ready(ctx context.Context, app string) error
 	Send(ctx context.Context, app string, m wechat.Message) (msgid string, err error)
 	Code2Session(ctx context.Context, app, code string) (wechat.Session, error)
 }
@@ -39,6 +42,7 @@ type sendStore interface {
 	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
 	Complete(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
 	CompleteEvent(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
+	Send(ctx context.Context, key string) (storage.SendRecord, bool, error)
 	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
 	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
 	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
@@ -62,13 +66,10 @@ type outboxStore interface {
 // Config configures a Bridge. Zero fields take the defaults in
 // setDefaults.
 type Config struct {
-	// Conn is the NATS connection for publishing, commands and stream
-	// management. The event subscriber dials its own connection with
-	// Connect, because closing a watermill subscriber drains its connection.
-	Conn *nats.Conn
-	// Connect opens a new connection to the same server.
-	Connect func() (*nats.Conn, error)
-	Store   Store
+	// Conn is the NATS connection for events, publishing, commands and
+	// stream management.
+	Conn   *nats.Conn
+	Store  Store
 	WeChat  WeChat
 	Logger  *slog.Logger
 
@@ -88,8 +89,25 @@ type Config struct {
 	// OutputMaxAge bounds how long results stay in the output stream.
 	OutputMaxAge time.Duration
 
-	// MaxInFlight is how many events are processed at once.
+	// MaxInFlight is how many events this bridge holds at once: being
+	// handled, or asked of the server.
 	MaxInFlight int
+	// MaxAckPending bounds the events all bridges hold together, with those
+	// waiting out a retry delay (the consumer's MaxAckPending).
+	MaxAckPending int
+	// MaxDeliver is how often the server delivers an event before it gives
+	// up on it; the bridge then dead-letters it.
+	MaxDeliver int
+	// MaxRecipients bounds the recipients of one event, across its rules.
+	MaxRecipients int
+	// Replicas of the streams the bridge creates (3 on a cluster).
+	Replicas int
+	// StallAfter: a consumer that delivered nothing new for this long while
+	// events wait is reported by Progress (and /readyz).
+	StallAfter time.Duration
+	// LegacyIDsBefore: CloudEvents published before it are known by their
+	// id alone, as older versions recorded them (see decodeEvent).
+	LegacyIDsBefore time.Time
 	// MaxSends bounds concurrent WeChat calls across all events.
 	MaxSends int
 	// AckWait is the JetStream ack wait of the consumer: how long an event
@@ -148,6 +166,18 @@ func (c *Config) setDefaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 64
 	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 1000
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 40
+	}
+	if c.MaxRecipients <= 0 {
+		c.MaxRecipients = 5000
+	}
+	if c.StallAfter <= 0 {
+		c.StallAfter = 5 * time.Minute
+	}
 	if c.MaxSends <= 0 {
 		c.MaxSends = 256
 	}
@@ -192,14 +222,14 @@ func (c *Config) Validate() error {
 	if c.Conn == nil {
 		errs = append(errs, errors.New("Conn is required"))
 	}
-	if c.Connect == nil {
-		errs = append(errs, errors.New("Connect is required"))
-	}
 	if c.Store == nil {
 		errs = append(errs, errors.New("Store is required"))
 	}
 	if c.WeChat == nil {
 		errs = append(errs, errors.New("WeChat is required"))
+	}
+	if c.MaxDeliver <= c.MaxAttempts {
+		errs = append(errs, fmt.Errorf("MaxDeliver (%d) must exceed MaxAttempts (%d): the server would give up before the bridge", c.MaxDeliver, c.MaxAttempts))
 	}
 	return errors.Join(errs...)
 }
@@ -220,9 +250,8 @@ type Bridge struct {
 	inflight sync.Map // event id -> struct{}: guards concurrent redeliveries
 	ready    atomic.Bool
 	handlers gate // event handlers running; closed at shutdown
-	// lastRefusal is when an event was last nacked because of shutdown
-	// (unix nanoseconds).
-	lastRefusal atomic.Int64
+	repeats  *repeatLimiter
+	progress progress
 
 	// tasks bounds the recipients being worked on at once, across events:
 	// without it a burst of fan-out events starts a goroutine for every
@@ -247,7 +276,7 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, log: cfg.Logger, owner: hex.EncodeToString(id[:]),
 		sends: make(chan struct{}, cfg.MaxSends), tasks: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
 		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
-		scheduleWake: make(chan struct{}, 1)}
+		scheduleWake: make(chan struct{}, 1), repeats: newRepeatLimiter(time.Minute, cfg.Now)}
 	b.rules.Store(&rules.Set{})
 	return b, nil
 }
@@ -272,41 +301,46 @@ func (b *Bridge) JetStreamReady(ctx context.Context) error {
 	return err
 }
 
-// Run provisions the streams and the consumer, then consumes events and
+// Run provisions the streams and the consumers, then consumes events and
 // commands until ctx ends. It then stops taking new events, lets in-flight
-// events finish within ShutdownGrace and returns nil.
+// events finish within ShutdownGrace, publishes what they queued and
+// returns nil. Every goroutine it starts has ended when it returns, on
+// every path.
 func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.provision(ctx); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	pubCtx, stopPublisher := context.WithCancel(context.Background())
-	defer stopPublisher()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		b.publishOutbox(pubCtx)
+	// The publisher and the sweep outlive the intake: the last events'
+	// results are published after it stopped.
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	var background errgroup.Group
+	background.Go(func() error { b.publishOutbox(bgCtx); return nil })
+	background.Go(func() error { b.sweep(bgCtx); return nil })
+	defer func() {
+		stopBackground()
+		_ = background.Wait()
 	}()
-	go func() {
-		defer wg.Done()
-		b.sweep(pubCtx)
-	}()
+
 	schedCtx, stopSchedule := context.WithCancel(ctx)
-	defer stopSchedule()
-	var schedWG sync.WaitGroup
-	schedWG.Add(1)
-	go func() {
-		defer schedWG.Done()
-		b.runSchedule(schedCtx)
+	var schedule errgroup.Group
+	schedule.Go(func() error { b.runSchedule(schedCtx); return nil })
+	defer func() {
+		stopSchedule()
+		_ = schedule.Wait()
 	}()
 
 	stopCommands, err := b.serveCommands()
 	if err != nil {
 		return err
 	}
-	stopEvents, err := b.consumeEvents()
+	defer stopCommands()
+	stopAdvisories, err := b.consumeAdvisories(ctx)
 	if err != nil {
-		stopCommands()
+		return err
+	}
+	defer stopAdvisories()
+	events, err := b.consumeEvents()
+	if err != nil {
 		return err
 	}
 	b.ready.Store(true)
@@ -315,42 +349,28 @@ func (b *Bridge) Run(ctx context.Context) error {
 	<-ctx.Done()
 	b.ready.Store(false)
 	b.log.Info("bridge stopping: finishing in-flight events", "grace", b.cfg.ShutdownGrace)
-	deadline := time.Now().Add(b.cfg.ShutdownGrace)
+	graceCtx, cancelGrace := context.WithTimeout(context.Background(), b.cfg.ShutdownGrace)
+	defer cancelGrace()
+	// Ask for nothing more, and give back what the requests already out
+	// still bring, while the events being handled finish.
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		events.stopPulling(graceCtx)
+	}()
 	select {
 	case <-b.handlers.close():
-	case <-time.After(b.cfg.ShutdownGrace):
+	case <-graceCtx.Done():
 		b.log.Warn("shutdown grace over; unfinished events will be redelivered")
 	}
-	b.refuseBuffered(deadline)
+	<-stopped
 	stopSchedule()
-	schedWG.Wait()
-	stopEvents()
-	stopCommands()
-	// Publish what the last events queued before stopping the publisher.
+	_ = schedule.Wait()
+	events.stop(b.log)
+	// Publish what the last events queued before the deferred stops.
 	b.flushOutbox(b.cfg.ShutdownGrace)
-	stopPublisher()
-	wg.Wait()
 	b.log.Info("bridge stopped")
 	return nil
-}
-
-// refuseBuffered keeps the subscriptions open while events the server had
-// already pushed to them arrive and are nacked. Closed at once, watermill
-// would abandon them without a nack and they would wait out the whole ack
-// wait before anyone got them again.
-func (b *Bridge) refuseBuffered(deadline time.Time) {
-	const quiet = 150 * time.Millisecond
-	start := time.Now()
-	for time.Now().Before(deadline) {
-		last := time.Unix(0, b.lastRefusal.Load())
-		if last.Before(start) {
-			last = start
-		}
-		if time.Since(last) >= quiet {
-			return
-		}
-		time.Sleep(quiet - time.Since(last))
-	}
 }
 
 // appLimits holds one rate limiter per app.

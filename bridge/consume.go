@@ -6,76 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 )
-
-// Metadata keys the event unmarshaler sets on every watermill message.
-const (
-	mdSubject   = "wxbridge-subject"
-	mdStreamSeq = "wxbridge-stream-seq"
-	mdDelivered = "wxbridge-delivered"
-	mdMsgID     = "wxbridge-nats-msg-id"
-	mdPublished = "wxbridge-published"
-	mdHeaderErr = "wxbridge-header-error"
-)
-
-// eventUnmarshaler turns a JetStream delivery into a watermill message. It
-// never fails: watermill-nats returns without acking or nacking when an
-// unmarshaler fails, which with ManualAck means endless redelivery of a
-// message nobody ever looks at. Problems are recorded in metadata and the
-// handler sends such events to the dead-letter subject.
-type eventUnmarshaler struct {
-	deliveries *deliveries
-}
-
-func (u eventUnmarshaler) Unmarshal(m *nats.Msg) (*message.Message, error) {
-	md := message.Metadata{mdSubject: m.Subject}
-	for k, vs := range m.Header {
-		switch {
-		case k == nats.MsgIdHdr:
-			md.Set(mdMsgID, vs[0])
-		case len(vs) == 1:
-			md.Set(k, vs[0])
-		default:
-			md.Set(k, strings.Join(vs, ","))
-			md.Set(mdHeaderErr, fmt.Sprintf("header %q has %d values", k, len(vs)))
-		}
-	}
-	uuid := watermill.NewUUID()
-	if meta, err := m.Metadata(); err == nil {
-		md.Set(mdStreamSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
-		md.Set(mdDelivered, strconv.FormatUint(meta.NumDelivered, 10))
-		md.Set(mdPublished, meta.Timestamp.UTC().Format(time.RFC3339Nano))
-		uuid = fmt.Sprintf("%d.%d", meta.Sequence.Stream, meta.NumDelivered)
-	}
-	msg := message.NewMessage(uuid, m.Data)
-	msg.Metadata = md
-	u.deliveries.put(uuid, m)
-	return msg, nil
-}
-
-// deliveries lets a handler reach the JetStream message behind a watermill
-// message, to tell the server it is still working on a long fan-out
-// (InProgress). Acks and naks stay with watermill.
-type deliveries struct{ m sync.Map }
-
-func (d *deliveries) put(uuid string, m *nats.Msg) { d.m.Store(uuid, m) }
-
-func (d *deliveries) take(uuid string) *nats.Msg {
-	v, ok := d.m.LoadAndDelete(uuid)
-	if !ok {
-		return nil
-	}
-	return v.(*nats.Msg)
-}
 
 // backoff is the redelivery delay after the n-th delivery failed:
 // exponential from base, capped, with ±20% jitter so that events that failed
@@ -95,102 +31,62 @@ func (d backoff) WaitTime(n uint64) time.Duration {
 	return time.Duration(float64(w) * jitter)
 }
 
-// nakDelay is the subscriber's redelivery delay: the backoff, except for
-// events refused because the bridge is shutting down. Those must stay away
-// until the subscription is closed: one pushed back to a closing
-// subscription is abandoned by watermill without a nak and waits out the
-// whole ack wait. Delivered again after drainNak, they reach the next
-// process (or another bridge) soon enough.
-type nakDelay struct {
-	backoff
-	draining func() bool
+// consumer is the running event intake: the watermill router on the pull
+// subscriber.
+type consumer struct {
+	sub    *pullSubscriber
+	router *message.Router
+	cancel context.CancelFunc
+	runErr chan error
+	beat   chan struct{} // closed when the heartbeat loop ended
 }
 
-const drainNak = 5 * time.Second
-
-func (d nakDelay) WaitTime(n uint64) time.Duration {
-	if d.draining() {
-		return drainNak
-	}
-	return d.backoff.WaitTime(n)
-}
-
-// consumeEvents starts the watermill router on the bound durable consumer.
-// It returns a function that stops it.
-func (b *Bridge) consumeEvents() (stop func(), err error) {
-	conn, err := b.cfg.Connect()
-	if err != nil {
-		return nil, fmt.Errorf("connect event subscriber: %w", err)
-	}
+// consumeEvents starts the watermill router on the durable pull consumer.
+func (b *Bridge) consumeEvents() (*consumer, error) {
 	wlog := newWatermillLogger(b.log.With("component", "watermill"))
-	dl := &deliveries{}
-	hb := &heartbeats{msgs: map[*nats.Msg]struct{}{}}
-	// SubscribersCount: the server hands each event to a random member of
-	// the queue group and a member takes one event at a time, so with one
-	// member per in-flight slot a third of the slots sit idle while events
-	// queue behind busy members (64 slots, WeChat at 100 ms: 353 sends/s
-	// of 640). Eight times as many members keep all but a few slots busy
-	// (560/s); MaxAckPending still bounds the events in flight to
-	// MaxInFlight. Capped, since every member is a subscription.
-	members := max(b.cfg.MaxInFlight, min(8*b.cfg.MaxInFlight, 1024))
-	sub, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
-		Unmarshaler:      eventUnmarshaler{deliveries: dl},
-		SubscribersCount: members,
-		QueueGroupPrefix: b.cfg.Consumer,
-		AckWaitTimeout:   b.cfg.AckWait,
-		CloseTimeout:     5 * time.Second,
-		SubscribeTimeout: 30 * time.Second,
-		NakDelay:         nakDelay{backoff{b.cfg.RetryBase, b.cfg.RetryMax}, b.handlers.shut},
-		JetStream: wmnats.JetStreamConfig{
-			// The default, AckSync, waits for the server to confirm the ack.
-			AckAsync:      false,
-			DurablePrefix: b.cfg.Consumer,
-			// Bind: use the consumer provision created, never create (and
-			// on close delete) one. ManualAck: without it nats.go acks every
-			// message the callback returns from, including the ones
-			// watermill gives up on at shutdown.
-			SubscribeOptions: []nats.SubOpt{nats.Bind(b.cfg.EventStream, b.cfg.Consumer), nats.ManualAck()},
-		},
-	}, wlog)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("event subscriber: %w", err)
-	}
+	sub := newPullSubscriber(pullConfig{Conn: b.cfg.Conn, Stream: b.cfg.EventStream, Consumer: b.cfg.Consumer,
+		Max: b.cfg.MaxInFlight, NakDelay: backoff{b.cfg.RetryBase, b.cfg.RetryMax}.WaitTime, Logger: b.log.With("component", "pull")})
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: b.cfg.ShutdownGrace}, wlog)
 	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("router: %w", err)
 	}
+	hb := &heartbeats{msgs: map[*nats.Msg]struct{}{}}
 	router.AddConsumerHandler("events", b.cfg.EventSubjects[0], sub, func(msg *message.Message) error {
-		return b.handleDelivery(msg, dl, hb)
+		return b.handleDelivery(msg, hb)
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	beatDone := make(chan struct{})
+	c := &consumer{sub: sub, router: router, cancel: cancel, runErr: make(chan error, 1), beat: make(chan struct{})}
 	go func() {
-		defer close(beatDone)
+		defer close(c.beat)
 		hb.run(ctx, b.cfg.AckWait/3, b.log)
 	}()
-	runErr := make(chan error, 1)
-	go func() { runErr <- router.Run(ctx) }()
+	go func() { c.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
-	case err := <-runErr:
+	case err := <-c.runErr:
 		cancel()
-		<-beatDone
-		conn.Close()
+		<-c.beat
 		return nil, fmt.Errorf("start router: %w", err)
 	}
-	return func() {
-		if err := router.Close(); err != nil {
-			b.log.Warn("router close", "err", err)
-		}
-		cancel()
-		if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
-			b.log.Warn("router stopped", "err", err)
-		}
-		<-beatDone
-		conn.Close()
-	}, nil
+	return c, nil
+}
+
+// stopPulling asks for no more events and waits (until ctx ends) for the
+// requests already out to run out, giving back what they still bring.
+func (c *consumer) stopPulling(ctx context.Context) { c.sub.Stop(ctx) }
+
+// stop closes the router and the subscriber; events still held are given
+// back to the server.
+func (c *consumer) stop(log *slog.Logger) {
+	if err := c.router.Close(); err != nil {
+		log.Warn("router close", "err", err)
+	}
+	c.cancel()
+	if err := <-c.runErr; err != nil && !errors.Is(err, context.Canceled) {
+		log.Warn("router stopped", "err", err)
+	}
+	<-c.beat
+	_ = c.sub.Close()
 }
 
 // errDraining nacks events that arrive after shutdown began; they are
@@ -201,10 +97,13 @@ var errDraining = errors.New("bridge is shutting down")
 // (its ack wait ran out while a long fan-out was in progress).
 var errInFlight = errors.New("event is already being handled")
 
-func (b *Bridge) handleDelivery(msg *message.Message, dl *deliveries, hb *heartbeats) error {
-	jm := dl.take(msg.UUID)
+func (b *Bridge) handleDelivery(msg *message.Message, hb *heartbeats) error {
+	d := deliveryOf(msg)
+	if d == nil {
+		return errors.New("message without a JetStream delivery")
+	}
 	if !b.handlers.enter() {
-		b.lastRefusal.Store(time.Now().UnixNano())
+		d.retryAfter = -1 // at once: this bridge asks for nothing more
 		return errDraining
 	}
 	defer b.handlers.leave()
@@ -213,9 +112,9 @@ func (b *Bridge) handleDelivery(msg *message.Message, dl *deliveries, hb *heartb
 	// Sends finish even when the subscriber's context ends at shutdown:
 	// an interrupted WeChat call would leave its recipient in doubt.
 	ctx := context.WithoutCancel(msg.Context())
-	stopBeat := hb.start(jm)
+	stopBeat := hb.start(d.msg)
 	defer stopBeat()
-	return b.handleEvent(ctx, msg)
+	return b.handleEvent(ctx, d)
 }
 
 // heartbeats tells the server, every AckWait/3, that the events being

@@ -3,8 +3,6 @@ package bridge
 import (
 	"context"
 	"log/slog"
-
-	"github.com/wxbridge/wxbridge/rules"
 )
 
 // evlog logs with an event's attributes (and a recipient's), built only
@@ -12,7 +10,7 @@ import (
 // which cost every event CPU although most events log nothing.
 type evlog struct {
 	l          *slog.Logger
-	ev         *rules.Event
+	ev         *event
 	rule, user string
 }
 
@@ -28,6 +26,9 @@ func (e evlog) log(level slog.Level, msg string, args ...any) {
 	}
 	attrs := make([]any, 0, 8+len(args))
 	attrs = append(attrs, "event_id", e.ev.ID, "event_type", e.ev.Type)
+	if e.ev.Source != "" {
+		attrs = append(attrs, "event_source", e.ev.Source)
+	}
 	if e.rule != "" {
 		attrs = append(attrs, "rule", e.rule, "user_id", e.user)
 	}

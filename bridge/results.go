@@ -18,21 +18,24 @@ import (
 // Result is the payload published on wxbridge.results.<event type>: one
 // per (event, rule, recipient) outcome, and later delivery receipts.
 type Result struct {
-	EventID    string    `json:"event_id"`
-	EventType  string    `json:"event_type"`
-	Rule       string    `json:"rule"`
-	App        string    `json:"app"`
-	TemplateID string    `json:"template_id"`
-	UserID     string    `json:"user_id"`
-	OpenID     string    `json:"openid"`
-	Status     string    `json:"status"` // sent, skipped, failed, delivered, undelivered
-	Reason     string    `json:"reason"`
-	ErrCode    int       `json:"errcode"`
-	ErrMsg     string    `json:"errmsg"`
-	MsgID      string    `json:"msgid"`
-	Attempts   int       `json:"attempts"`
-	InDoubt    bool      `json:"in_doubt"`
-	At         time.Time `json:"at"`
+	EventID string `json:"event_id"`
+	// EventSource is the CloudEvents source of the event; with EventID, the
+	// event's identity. Empty for events that are not CloudEvents.
+	EventSource string    `json:"event_source,omitempty"`
+	EventType   string    `json:"event_type"`
+	Rule        string    `json:"rule"`
+	App         string    `json:"app"`
+	TemplateID  string    `json:"template_id"`
+	UserID      string    `json:"user_id"`
+	OpenID      string    `json:"openid"`
+	Status      string    `json:"status"` // sent, skipped, failed, delivered, undelivered
+	Reason      string    `json:"reason"`
+	ErrCode     int       `json:"errcode"`
+	ErrMsg      string    `json:"errmsg"`
+	MsgID       string    `json:"msgid"`
+	Attempts    int       `json:"attempts"`
+	InDoubt     bool      `json:"in_doubt"`
+	At          time.Time `json:"at"`
 }
 
 // Result statuses.
@@ -45,7 +48,8 @@ const (
 )
 
 func resultOf(rec storage.SendRecord) Result {
-	r := Result{EventID: rec.EventID, EventType: rec.EventType, Rule: rec.Rule, App: rec.App, TemplateID: rec.TemplateID,
+	source, id := splitEventKey(rec.EventID)
+	r := Result{EventID: id, EventSource: source, EventType: rec.EventType, Rule: rec.Rule, App: rec.App, TemplateID: rec.TemplateID,
 		UserID: rec.UserID, OpenID: rec.OpenID, Status: rec.State, Reason: rec.Reason, ErrCode: rec.ErrCode, ErrMsg: rec.ErrMsg,
 		MsgID: rec.MsgID, Attempts: rec.Attempts, InDoubt: rec.InDoubt, At: rec.UpdatedAt}
 	if rec.Delivery != "" {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +30,8 @@ type scheduleStore interface {
 type deferredWork struct {
 	Event struct {
 		ID      string          `json:"id"`
+		Source  string          `json:"source,omitempty"`
+		Key     string          `json:"key,omitempty"` // the identity; "" in work deferred by older versions: the id
 		Type    string          `json:"type"`
 		Subject string          `json:"subject"`
 		Time    time.Time       `json:"time"`
@@ -42,13 +45,14 @@ type deferredWork struct {
 
 // deferUntil puts a send in the schedule. The recipient counts as handled
 // for the event: its outcome comes when the schedule runs it.
-func (b *Bridge) deferUntil(ctx context.Context, log evlog, ev *rules.Event, t task, rec storage.SendRecord, due time.Time) (bool, error) {
+func (b *Bridge) deferUntil(ctx context.Context, log evlog, ev *event, t task, rec storage.SendRecord, due time.Time) (bool, error) {
 	ss, ok := b.cfg.Store.(scheduleStore)
 	if !ok {
 		return false, fmt.Errorf("defer send: the store has no schedule")
 	}
 	var w deferredWork
-	w.Event.ID, w.Event.Type, w.Event.Subject, w.Event.Time = ev.ID, ev.Type, ev.Subject, ev.Time
+	w.Event.ID, w.Event.Source, w.Event.Key = ev.ID, ev.Source, ev.key
+	w.Event.Type, w.Event.Subject, w.Event.Time = ev.Type, ev.Subject, ev.Time
 	data, err := json.Marshal(ev.Data)
 	if err != nil {
 		return false, fmt.Errorf("defer send: encode event data: %w", err)
@@ -135,7 +139,8 @@ func (b *Bridge) runDeferred(ctx context.Context, ss scheduleStore, d storage.De
 		_ = ss.Reschedule(ctx, d, time.Time{})
 		return
 	}
-	ev := &rules.Event{ID: w.Event.ID, Type: w.Event.Type, Subject: w.Event.Subject, Time: w.Event.Time}
+	ev := &event{Event: &rules.Event{ID: w.Event.ID, Source: w.Event.Source, Type: w.Event.Type, Subject: w.Event.Subject,
+		Time: w.Event.Time}, key: cmp.Or(w.Event.Key, w.Event.ID)}
 	if len(w.Event.Data) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(w.Event.Data))
 		dec.UseNumber()
@@ -151,14 +156,14 @@ func (b *Bridge) runDeferred(ctx context.Context, ss scheduleStore, d storage.De
 	t := task{userID: w.UserID, openID: w.OpenID, rk: w.RK, key: d.Key, scheduled: true}
 	if rule == nil {
 		// The rule was removed while the send waited: nothing renders it.
-		rec := storage.SendRecord{Key: d.Key, EventID: ev.ID, EventType: ev.Type, Rule: w.Rule, UserID: w.UserID, OpenID: w.OpenID}
+		rec := storage.SendRecord{Key: d.Key, EventID: ev.key, EventType: ev.Type, Rule: w.Rule, UserID: w.UserID, OpenID: w.OpenID}
 		if _, err := b.finish(ctx, rec, storage.StateFailed, reasonInvalidData, "rule "+w.Rule+" is no longer in the rules", storage.KeepCredit); err == nil {
 			_ = ss.Reschedule(ctx, d, time.Time{})
 		}
 		return
 	}
 	t.rule = rule
-	t.rendered, t.renderErr = rule.Render(ev)
+	t.rendered, t.renderErr = rule.Render(ev.Event)
 	final, err := b.deliver(ctx, log, ev, t)
 	switch {
 	case err != nil:

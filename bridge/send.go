@@ -30,26 +30,28 @@ const (
 // deliver takes one (rule, recipient) of an event as far as it can go. It
 // reports whether the recipient now has a final outcome; an error means the
 // state could not be read or written and the event must be retried.
-func (b *Bridge) deliver(ctx context.Context, log evlog, ev *rules.Event, t task) (final bool, err error) {
+func (b *Bridge) deliver(ctx context.Context, log evlog, ev *event, t task) (final bool, err error) {
 	rc := &recorder{b: b, last: t.last}
 	final, err = b.deliverTo(ctx, log, ev, t, rc)
 	if err == nil && final && t.last && !rc.marked {
 		// The outcome was recorded before (a redelivery) or is deferred: the
 		// event is done all the same.
-		err = b.cfg.Store.MarkEventDone(ctx, ev.ID, ev.Type)
+		err = b.cfg.Store.MarkEventDone(ctx, ev.key, ev.Type)
 	}
 	return final, err
 }
 
-func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *rules.Event, t task, rc *recorder) (final bool, err error) {
-	rec := storage.SendRecord{Key: t.key, EventID: ev.ID, EventType: ev.Type, Rule: t.rule.Name,
+func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc *recorder) (final bool, err error) {
+	rec := storage.SendRecord{Key: t.key, EventID: ev.key, EventType: ev.Type, Rule: t.rule.Name,
 		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID}
 	log = log.forTask(t)
 
 	switch {
-	case t.specErr != nil:
-		log.Warn("recipient cannot be rendered", "err", t.specErr)
-		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.specErr.Error(), storage.KeepCredit)
+	case t.preset != nil:
+		if t.preset.state == storage.StateFailed {
+			log.Warn("recipient cannot be rendered", "reason", t.preset.reason, "err", t.preset.detail)
+		}
+		return rc.finish(ctx, rec, t.preset.state, t.preset.reason, t.preset.detail, storage.KeepCredit)
 	case t.renderErr != nil:
 		log.Warn("data cannot be rendered", "err", t.renderErr)
 		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.renderErr.Error(), storage.KeepCredit)
@@ -82,7 +84,7 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *rules.Event, t ta
 		ResendInDoubt: pol.Delivery != rules.AtMostOnce,
 	}
 	if pol.Dedupe != nil {
-		k, err := t.rule.DedupeKey(ev)
+		k, err := t.rule.DedupeKey(ev.Event)
 		if err != nil {
 			return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, err.Error(), storage.KeepCredit)
 		}
@@ -91,6 +93,28 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *rules.Event, t ta
 	if c := pol.Cap; c != nil {
 		req.CapKey, req.CapMax, req.CapPer = storage.Key(t.rule.Name, t.rk), c.Max, c.Per
 	}
+
+	// Everything a send may wait for comes before its reservation: the
+	// openid's turn (WeChat answers 43108 to overlapping sends to one
+	// user), the app's rate, a slot among the concurrent calls, an access
+	// token. A crash while waiting then leaves no pending record behind, and
+	// the send is simply tried afresh; only a record reserved right before
+	// its request went out can be in doubt.
+	unlock := b.openids.lock(rec.OpenID)
+	defer unlock()
+	if err := b.limits.wait(ctx, rec.App); err != nil {
+		return false, err
+	}
+	select {
+	case b.sends <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-b.sends }()
+	if err := b.cfg.WeChat.Ready(ctx, rec.App); err != nil {
+		return b.noToken(ctx, log, rc, rec, err)
+	}
+
 	res, err := b.cfg.Store.Reserve(ctx, req)
 	if err != nil {
 		return false, err
@@ -110,27 +134,48 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *rules.Event, t ta
 		log.Warn("send left in doubt by an attempt that never finished; at_least_once: sending again")
 	}
 	failpoint.Hit("after-reserve")
-	msgid, sendErr := b.send(ctx, t.rendered, rec.OpenID)
+	msgid, sendErr := b.call(ctx, t.rendered, rec.OpenID)
 	failpoint.Hit("after-send")
 	final, err = b.settle(ctx, log, rc, rec, msgid, sendErr)
 	failpoint.Hit("after-complete")
 	return final, err
 }
 
-// send makes the WeChat call, one at a time per openid and within the
-// global bound on concurrent calls.
-func (b *Bridge) send(ctx context.Context, r *rules.Rendered, openid string) (string, error) {
-	unlock := b.openids.lock(openid)
-	defer unlock()
-	if err := b.limits.wait(ctx, r.App); err != nil {
-		return "", err
+// noToken handles a send that cannot start for want of an access token.
+// While the client waits to fetch again (no request was made), the event
+// comes back when it will try: nothing was attempted, nothing is counted.
+// A fetch that was made and failed counts as an attempt of the recipient,
+// so a token that never comes (a wrong secret) ends in retries_exhausted.
+func (b *Bridge) noToken(ctx context.Context, log evlog, rc *recorder, rec storage.SendRecord, err error) (bool, error) {
+	if errors.Is(err, wechat.ErrTokenBackoff) {
+		return false, &tokenWait{at: wechat.RetryAt(err), err: err}
 	}
-	select {
-	case b.sends <- struct{}{}:
-	case <-ctx.Done():
-		return "", ctx.Err()
+	if !errors.Is(err, wechat.ErrTokenFetch) {
+		return false, err // the caller's context ended, or the client closed
 	}
-	defer func() { <-b.sends }()
+	cur, found, rerr := b.cfg.Store.Send(ctx, rec.Key)
+	if rerr != nil {
+		return false, rerr
+	}
+	if found {
+		if storage.Final(cur.State) {
+			return true, nil
+		}
+		rec.Attempts = cur.Attempts
+	}
+	rec.Attempts++
+	rec.ErrMsg = clip(err.Error())
+	if !attemptsLeft(rec, b.cfg.MaxAttempts) {
+		log.Warn("giving up on recipient: no access token", "attempts", rec.Attempts, "err", err)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, storage.KeepCredit)
+	}
+	b.metrics.retries.Inc()
+	return rc.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, storage.KeepCredit)
+}
+
+// call makes the WeChat call. The caller holds the openid's turn and a
+// send slot.
+func (b *Bridge) call(ctx context.Context, r *rules.Rendered, openid string) (string, error) {
 	b.metrics.sending.Inc()
 	defer b.metrics.sending.Dec()
 	start := time.Now()

@@ -38,7 +38,12 @@ func (l watermillLogger) emit(level slog.Level, msg string, fields watermill.Log
 }
 
 func (l watermillLogger) Error(msg string, err error, fields watermill.LogFields) {
-	l.emit(slog.LevelWarn, msg, fields, "err", err)
+	level := slog.LevelWarn
+	if msg == "Handler returned error" {
+		// A nack: the bridge logged why, once, with rate limiting.
+		level = slog.LevelDebug
+	}
+	l.emit(level, msg, fields, "err", err)
 }
 func (l watermillLogger) Info(msg string, fields watermill.LogFields) {
 	l.emit(slog.LevelDebug, msg, fields)

@@ -3,13 +3,16 @@ package rules
 import "time"
 
 // Event is a domain event as rules see it. Templates reach its fields as
-// .id, .type, .subject, .time and .data; `when` conditions as id, type,
-// subject, time and data.
+// .id, .source, .type, .subject, .time and .data; `when` conditions as id,
+// source, type, subject, time and data.
 //
 // Data is decoded JSON: map[string]any, []any, string, bool, nil, and
 // json.Number for numbers (float64 and Go integers work too).
 type Event struct {
-	ID      string
+	ID string
+	// Source is the CloudEvents source ("" for events that are not
+	// CloudEvents).
+	Source  string
 	Type    string
 	Subject string
 	Time    time.Time
@@ -19,5 +22,5 @@ type Event struct {
 // vars is the root value of templates. It is a map rather than the Event
 // itself so templates say .data, not .Data, like the design and the docs.
 func (ev *Event) vars() map[string]any {
-	return map[string]any{"id": ev.ID, "type": ev.Type, "subject": ev.Subject, "time": ev.Time, "data": ev.Data}
+	return map[string]any{"id": ev.ID, "source": ev.Source, "type": ev.Type, "subject": ev.Subject, "time": ev.Time, "data": ev.Data}
 }

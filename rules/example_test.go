@@ -219,12 +219,18 @@ rules:
 		"watcher_ids": ["u-21", "u-17", "", "u-34"], "buyer_id": 42, "openid": "o-abc"}`))
 	fmt.Println(to, err)
 
+	// A spec that names nobody for this event says so: the bridge reports
+	// skipped/no_recipient for it rather than nothing at all.
+	to, _ = r.Recipients(event("statement.issued", `{"applicant_id": "u-17", "buyer_id": 42}`))
+	fmt.Println(to)
+
 	// A scope with an empty placeholder would name the wrong people.
 	_, err = r.Recipients(event("statement.issued", `{"applicant_id": "u-17"}`))
 	var de *rules.DataError
 	fmt.Println(errors.As(err, &de), de.Keyword, "-", de.Reason)
 	// Output:
-	// [user u-17 user u-21 user u-34 role reconciler in buyer:42 openid o-abc] <nil>
+	// [user u-17 user u-21 user u-34 nobody (to[2].user rendered no one) role reconciler in buyer:42 openid o-abc] <nil>
+	// [user u-17 nobody (to[1].user rendered no one) nobody (to[2].user rendered no one) role reconciler in buyer:42 nobody (to[4].openid rendered no one)]
 	// true to[3].scope - "buyer:{{…}}": a placeholder rendered nothing for this event
 }
 

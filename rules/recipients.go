@@ -6,15 +6,23 @@ import (
 )
 
 // Recipient is one recipient spec after rendering: a user id, a role
-// within a scope (the bridge looks up its members), or an openid. Exactly
+// within a scope (the bridge looks up its members), or an openid. At most
 // one of UserID, Role and OpenID is set; Scope goes with Role and may be
-// empty for a role that has no scope.
+// empty for a role that has no scope. Field names the spec ("to[1].users").
+//
+// A spec that named nobody for an event (users: "{{ .data.watchers }}"
+// with no watchers) is a Recipient with only Field set: the event still
+// owes its audience a word about it (see Nobody).
 type Recipient struct {
 	UserID string
 	Role   string
 	Scope  string
 	OpenID string
+	Field  string
 }
+
+// Nobody reports a spec that rendered no recipient for the event.
+func (r Recipient) Nobody() bool { return r.UserID == "" && r.Role == "" && r.OpenID == "" }
 
 // String is the spec as `rules render` shows it: "user u-17",
 // "role reconciler in buyer:42", "openid o-abc".
@@ -24,6 +32,8 @@ func (r Recipient) String() string {
 		return "user " + r.UserID
 	case r.OpenID != "":
 		return "openid " + r.OpenID
+	case r.Role == "":
+		return "nobody (" + r.Field + " rendered no one)"
 	case r.Scope != "":
 		return "role " + r.Role + " in " + r.Scope
 	default:
@@ -50,31 +60,40 @@ func (r *Rule) Recipients(ev *Event) ([]Recipient, error) {
 	var out []Recipient
 	seen := map[Recipient]bool{}
 	add := func(rc Recipient) {
-		if !seen[rc] {
-			seen[rc] = true
+		id := rc
+		id.Field = ""
+		if !seen[id] {
+			seen[id] = true
 			out = append(out, rc)
 		}
 	}
 	for _, spec := range r.to {
+		named := 0 // ids the spec rendered, before removing repeats
+		field := spec.field
 		switch {
 		case spec.user != nil:
-			ids, err := r.items(spec.user, vars, spec.field+".user")
+			field += ".user"
+			ids, err := r.items(spec.user, vars, field)
 			if err != nil {
 				return nil, err
 			}
+			named = len(ids)
 			for _, id := range ids {
-				add(Recipient{UserID: id})
+				add(Recipient{UserID: id, Field: field})
 			}
 		case spec.openid != nil:
-			ids, err := r.items(spec.openid, vars, spec.field+".openid")
+			field += ".openid"
+			ids, err := r.items(spec.openid, vars, field)
 			if err != nil {
 				return nil, err
 			}
+			named = len(ids)
 			for _, id := range ids {
-				add(Recipient{OpenID: id})
+				add(Recipient{OpenID: id, Field: field})
 			}
 		case spec.role != nil:
-			roles, err := r.items(spec.role, vars, spec.field+".role")
+			field += ".role"
+			roles, err := r.items(spec.role, vars, field)
 			if err != nil {
 				return nil, err
 			}
@@ -87,11 +106,15 @@ func (r *Rule) Recipients(ev *Event) ([]Recipient, error) {
 					return nil, &DataError{Rule: r.Name, Keyword: spec.field + ".scope", Reason: "empty: the scope rendered nothing for this event"}
 				}
 			}
+			named = len(roles) * len(scopes)
 			for _, role := range roles {
 				for _, scope := range scopes {
-					add(Recipient{Role: role, Scope: scope})
+					add(Recipient{Role: role, Scope: scope, Field: field})
 				}
 			}
+		}
+		if named == 0 {
+			out = append(out, Recipient{Field: field})
 		}
 	}
 	return out, nil

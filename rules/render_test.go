@@ -158,9 +158,9 @@ rules:
 	tests := []struct{ data, want string }{
 		{`{"a": "u-1", "b": ["u-2", "u-1"], "c": 7, "scopes": ["s1", "s2"], "openids": ["o-1", " "]}`,
 			"[user u-1 user u-2 user 7 role manager in s1 role manager in s2 role admin openid o-1 user u-fixed]"},
-		{`{"scopes": "s"}`, "[role manager in s role admin user u-fixed]"},
-		{`{"a": "u\n-1", "scopes": "s", "role": "buyer"}`, "[user u -1 role buyer in s role admin user u-fixed]"},
-		{`{"a": 12345678901234567890, "scopes": "s"}`, "[user 12345678901234567890 role manager in s role admin user u-fixed]"},
+		{`{"scopes": "s"}`, "[nobody (to[0].user rendered no one) nobody (to[1].user rendered no one) role manager in s role admin nobody (to[4].openid rendered no one) user u-fixed]"},
+		{`{"a": "u\n-1", "scopes": "s", "role": "buyer"}`, "[user u -1 nobody (to[1].user rendered no one) role buyer in s role admin nobody (to[4].openid rendered no one) user u-fixed]"},
+		{`{"a": 12345678901234567890, "scopes": "s", "b": "u-fixed", "openids": "o-1"}`, "[user 12345678901234567890 user u-fixed role manager in s role admin openid o-1]"},
 		{`{}`, "error: to[2].scope: empty"},
 	}
 	for _, tt := range tests {

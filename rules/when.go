@@ -16,7 +16,7 @@ import (
 // map makes `data.anything` compile (it is unknown until an event comes),
 // while a misspelt top-level name or an unknown function is an error at
 // load time.
-var whenTypes = map[string]any{"id": "", "type": "", "subject": "", "time": time.Time{}, "data": map[string]any{}}
+var whenTypes = map[string]any{"id": "", "source": "", "type": "", "subject": "", "time": time.Time{}, "data": map[string]any{}}
 
 func compileWhen(src string) (*vm.Program, error) {
 	return expr.Compile(src, expr.Env(whenTypes), expr.AsBool())
@@ -49,7 +49,7 @@ func (c *constVisitor) Visit(n *ast.Node) {
 }
 
 func whenEnv(ev *Event) map[string]any {
-	return map[string]any{"id": ev.ID, "type": ev.Type, "subject": ev.Subject, "time": ev.Time, "data": numbers(ev.Data)}
+	return map[string]any{"id": ev.ID, "source": ev.Source, "type": ev.Type, "subject": ev.Subject, "time": ev.Time, "data": numbers(ev.Data)}
 }
 
 func (r *Rule) evalWhen(env map[string]any) (bool, error) {

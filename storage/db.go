@@ -17,7 +17,11 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Open refuses a
 // database written by a newer version and migrates an older one.
-const SchemaVersion = 1
+//
+// Version 2 (wxbridge with CloudEvents identified by source and id) records
+// when a version-1 database was upgraded: events published before then keep
+// their old identity (see LegacyIDsBefore).
+const SchemaVersion = 2
 
 var (
 	bucketMeta      = []byte("meta")
@@ -43,7 +47,8 @@ var (
 		bucketMsgIDs, bucketEvents, bucketOutbox, bucketLedger, bucketRoles, bucketUserRoles, bucketCallbacks, bucketSchedule,
 		bucketDedupe, bucketCaps, bucketPushTime, bucketOrphans}
 
-	keySchema = []byte("schema_version")
+	keySchema    = []byte("schema_version")
+	keyLegacyIDs = []byte("legacy_ids_before")
 )
 
 // ErrLocked means another process has the database open.
@@ -145,8 +150,27 @@ func (db *DB) migrate(tx *bolt.Tx) error {
 		return meta.Put(keySchema, u64(SchemaVersion))
 	case binary.BigEndian.Uint64(v) > SchemaVersion:
 		return fmt.Errorf("schema version %d is newer than this wxbridge understands (%d)", binary.BigEndian.Uint64(v), SchemaVersion)
+	case binary.BigEndian.Uint64(v) == 1:
+		// Events already in the stream were recorded under their id alone.
+		if err := meta.Put(keyLegacyIDs, u64(uint64(db.now().UnixNano()))); err != nil {
+			return err
+		}
+		return meta.Put(keySchema, u64(SchemaVersion))
 	}
 	return nil
+}
+
+// LegacyIDsBefore is when this database was upgraded from schema version
+// 1: CloudEvents published before then were recorded under their id alone,
+// and must keep that identity so a redelivery finds their records. Zero for
+// a database created by this version.
+func (db *DB) LegacyIDsBefore() time.Time {
+	var t time.Time
+	_ = db.view(func(tx *bolt.Tx) error {
+		t = timeOf(tx.Bucket(bucketMeta).Get(keyLegacyIDs))
+		return nil
+	})
+	return t
 }
 
 // Close waits for queued writes and closes the file.
@@ -204,7 +228,12 @@ func (db *DB) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	db.mu.RUnlock()
 	// Once queued, the write will run: wait for it even if ctx ends, so the
 	// caller never mistakes a committed write for a failed one.
-	return <-w.err
+	err := <-w.err
+	if errors.Is(err, bolterrors.ErrKeyTooLarge) || errors.Is(err, bolterrors.ErrValueTooLarge) || errors.Is(err, bolterrors.ErrKeyRequired) {
+		// The same input fails the same way every time.
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return err
 }
 
 func (db *DB) view(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }

@@ -226,6 +226,20 @@ func (c *Client) app(name string) (*appState, error) {
 	return a, nil
 }
 
+// Ready waits until app has a usable access token, fetching one if it must,
+// and returns nil; or it returns why there is none. A caller that must not
+// start a call it cannot finish (a send whose record would otherwise be left
+// in doubt) asks first. An error that matches ErrTokenBackoff was answered
+// without any request: the client is waiting (until RetryAt) to try again.
+func (c *Client) Ready(ctx context.Context, app string) error {
+	a, err := c.app(app)
+	if err != nil {
+		return err
+	}
+	_, err = a.tok.get(ctx)
+	return err
+}
+
 // Message is one subscribe message (subscribeMessage.send).
 type Message struct {
 	ToUser     string

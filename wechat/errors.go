@@ -25,6 +25,12 @@ var (
 	// hands the same error back, without fetching, until its backoff ends.
 	ErrTokenFetch = errors.New("wechat: cannot fetch access token")
 
+	// ErrTokenBackoff: an earlier token fetch failed and the client is
+	// waiting before it tries again; this call made no request at all. It
+	// comes with ErrTokenFetch and the earlier failure's classes. RetryAt
+	// says when the next fetch may be made.
+	ErrTokenBackoff = errors.New("wechat: waiting to fetch the access token again")
+
 	// ErrTransient: try again later (-1, HTTP 5xx, timeouts, dropped
 	// connections, non-JSON answers, 43108, 45009, 45011).
 	ErrTransient = errors.New("wechat: transient failure")
@@ -213,6 +219,22 @@ func (e *tokenFetchError) Error() string {
 }
 
 func (e *tokenFetchError) Unwrap() []error { return []error{ErrTokenFetch, e.err} }
+
+// backoffError is a tokenFetchError handed back, without a request, while
+// the client waits to fetch again.
+type backoffError struct{ *tokenFetchError }
+
+func (e backoffError) Unwrap() []error { return []error{ErrTokenBackoff, e.tokenFetchError} }
+
+// RetryAt returns when the client will next try to fetch the access token,
+// if err says it is waiting to (ErrTokenBackoff); zero otherwise.
+func RetryAt(err error) time.Time {
+	var be backoffError
+	if errors.As(err, &be) {
+		return be.retryAt
+	}
+	return time.Time{}
+}
 
 // tokenFetchHints say what an operator can do about a token endpoint's
 // answer; these failures are configuration, not bugs.

@@ -149,6 +149,9 @@ func (s *tokenSource) get(ctx context.Context) (string, error) {
 		if now.Before(s.retryAt) {
 			err := s.lastErr
 			s.mu.Unlock()
+			if tfe, ok := err.(*tokenFetchError); ok {
+				return "", backoffError{tfe}
+			}
 			return "", err
 		}
 		if f = s.startLocked(); f == nil {

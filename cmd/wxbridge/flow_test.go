@@ -466,20 +466,23 @@ func TestAdminAPI(t *testing.T) {
 	}
 }
 
-// A republished event (same id) sends nothing new; its results say
+// A republished event (same identity) sends nothing new; its results say
 // duplicate.
 func TestRepublishedEventIsDuplicate(t *testing.T) {
 	h := flow(t)
 	h.bind("u1", "o1")
 	h.grant("u1", "o1", tplNotice, 2)
-	h.publish("notice.posted", "dup-1", map[string]any{"user_id": "u1", "text": "once", "ref": "D"})
-	if r := h.outcomesFor("dup-1")["dup-1"]; r.Status != "sent" {
-		t.Fatalf("first: %+v", r)
-	}
-	// Published again after the stream's dedupe window would have let it
-	// through: a CloudEvent with the same id on another subject.
+	// A CloudEvent is known by its source and id. Published again after
+	// the stream's dedupe window would have let it through (or with no
+	// Nats-Msg-Id at all, on another subject), it is the same event.
 	js, _ := jetstream.New(h.nc)
 	ce := `{"specversion":"1.0","id":"dup-1","type":"notice.posted","source":"test","data":{"user_id":"u1","text":"once","ref":"D"}}`
+	if _, err := js.Publish(context.Background(), "events.notice.posted", []byte(ce)); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.outcomesFor("dup-1")["dup-1"]; r.Status != "sent" || r.EventSource != "test" {
+		t.Fatalf("first: %+v", r)
+	}
 	if _, err := js.Publish(context.Background(), "events.anything", []byte(ce)); err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	attempts := f.integer("max-attempts", "WXBRIDGE_MAX_ATTEMPTS", 8, "tries per recipient on transient WeChat errors")
 	ackWait := f.duration("ack-wait", "WXBRIDGE_ACK_WAIT", time.Minute, "JetStream ack wait of the event consumer")
 	grace := f.duration("shutdown-grace", "WXBRIDGE_SHUTDOWN_GRACE", 20*time.Second, "time in-flight events get to finish at shutdown")
+	recipients := f.integer("max-recipients", "WXBRIDGE_MAX_RECIPIENTS", 5000, "recipients of one event, across its rules; those beyond get one failed/too_many_recipients result")
+	maxDeliver := f.integer("max-deliver", "WXBRIDGE_MAX_DELIVER", 40, "deliveries of an event before the server gives up on it and it is dead-lettered (must exceed --max-attempts)")
+	maxAckPending := f.integer("max-ack-pending", "WXBRIDGE_MAX_ACK_PENDING", 1000, "events all bridges hold together, with those waiting out a retry delay (the consumer's MaxAckPending; give every bridge the same)")
+	stallAfter := f.duration("stall-after", "WXBRIDGE_STALL_AFTER", 5*time.Minute, "/readyz fails when the consumer delivered nothing new for this long while events wait")
 	if pos, err := f.parse(args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -89,7 +93,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.CommitLinger = *linger
 	cfg.ReloadEvery = 2 * time.Second
 	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait,
-		ShutdownGrace: *grace, AppRate: *rate}
+		ShutdownGrace: *grace, AppRate: *rate, MaxRecipients: *recipients, MaxDeliver: *maxDeliver, MaxAckPending: *maxAckPending,
+		StallAfter: *stallAfter}
 
 	tuneGC()
 	svc, err := startService(ctx, cfg)
@@ -188,7 +193,8 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	}
 
 	bc := cfg.Bridge
-	bc.Conn, bc.Connect, bc.Store, bc.WeChat, bc.Logger = s.nc, connect, s.db, s.wx, log
+	bc.Conn, bc.Store, bc.WeChat, bc.Logger = s.nc, s.db, s.wx, log
+	bc.LegacyIDsBefore = s.db.LegacyIDsBefore()
 	if s.bridge, err = bridge.New(bc); err != nil {
 		return nil, err
 	}
@@ -239,6 +245,9 @@ func (s *service) ready() error {
 	defer cancel()
 	if err := s.bridge.JetStreamReady(ctx); err != nil {
 		return fmt.Errorf("JetStream: %w", err)
+	}
+	if err := s.bridge.Progress(ctx); err != nil {
+		return err
 	}
 	if err := s.db.Ping(); err != nil {
 		return fmt.Errorf("database: %w", err)
