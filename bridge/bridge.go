@@ -70,8 +70,8 @@ type Config struct {
 	// stream management.
 	Conn   *nats.Conn
 	Store  Store
-	WeChat  WeChat
-	Logger  *slog.Logger
+	WeChat WeChat
+	Logger *slog.Logger
 
 	// EventStream is the stream of domain events; created with
 	// EventSubjects if it does not exist.
