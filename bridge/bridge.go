@@ -282,8 +282,12 @@ func New(cfg Config) (*Bridge, error) {
 }
 
 // SetRules replaces the rules. Events already being processed finish with
-// the rules they started with.
-func (b *Bridge) SetRules(s *rules.Set) { b.rules.Store(s) }
+// the rules they started with. Apps whose push settings let a forged push
+// through are warned about here, every time rules are put in force.
+func (b *Bridge) SetRules(s *rules.Set) {
+	b.warnPushSecurity(s)
+	b.rules.Store(s)
+}
 
 // Rules returns the rules in force.
 func (b *Bridge) Rules() *rules.Set { return b.rules.Load() }

@@ -155,6 +155,13 @@ func (b *Bridge) cmdBind(ctx context.Context, data []byte) any {
 	switch {
 	case req.Code != "" && req.OpenID != "":
 		return BindReply{Error: "bind: give a code or an openid, not both"}
+	case req.OpenID != "" && b.bindsByCodeOnly(req.App):
+		// A bare openid proves only that the sender may publish here; a
+		// code proves the user holds the account.
+		b.log.Warn("openid bind refused: the app binds by login code only", "app", req.App, "user", req.UserID)
+		return BindReply{Error: fmt.Sprintf("bind %s: app %s binds by login code only (bind: code in the rules): "+
+			"send the code from wx.login instead of an openid; to import openids (wxbridge import bindings), "+
+			"set bind: any for the app during the import", req.UserID, req.App)}
 	case req.Code != "":
 		sess, err := b.cfg.WeChat.Code2Session(ctx, req.App, req.Code)
 		if err != nil {
@@ -296,6 +303,12 @@ func (b *Bridge) cmdSubscriptions(ctx context.Context, data []byte) any {
 		reply.Subscriptions = append(reply.Subscriptions, subscriptionChange(sub))
 	}
 	return reply
+}
+
+// bindsByCodeOnly reports whether the rules refuse openid binds for app.
+func (b *Bridge) bindsByCodeOnly(app string) bool {
+	a, ok := b.rules.Load().Apps[app]
+	return ok && a.Bind == rules.BindCode
 }
 
 func (b *Bridge) knownApp(app string) error {

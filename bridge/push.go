@@ -2,8 +2,11 @@ package bridge
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
 	"github.com/wxbridge/wxbridge/wechat"
 )
@@ -14,13 +17,36 @@ type pushStore interface {
 }
 
 // PushConfig gives the push settings of an app named in the rules, for
-// wechat.PushHandler. An app without a push token has no callback.
+// wechat.PushHandler. An app without a push token has no callback; one
+// with an aes_key takes only encrypted pushes unless its
+// allow_plaintext_push is set.
 func (b *Bridge) PushConfig(app string) (wechat.PushConfig, bool) {
 	a, ok := b.rules.Load().Apps[app]
 	if !ok || a.PushToken == "" {
 		return wechat.PushConfig{}, false
 	}
-	return wechat.PushConfig{AppID: a.AppID, Token: a.PushToken, EncodingAESKey: a.AESKey}, true
+	return wechat.PushConfig{AppID: a.AppID, Token: a.PushToken, EncodingAESKey: a.AESKey,
+		AllowPlaintext: a.AllowPlaintextPush}, true
+}
+
+// warnPushSecurity says, when rules are put in force, which apps take
+// pushes whose signature does not cover the body.
+func (b *Bridge) warnPushSecurity(s *rules.Set) {
+	for _, name := range slices.Sorted(maps.Keys(s.Apps)) {
+		a := s.Apps[name]
+		switch {
+		case a.PushToken == "":
+		case a.AESKey != "" && a.AllowPlaintextPush:
+			b.log.Warn("app accepts plaintext pushes although it has an aes_key (allow_plaintext_push: true): "+
+				"their signature does not cover the body, so anyone who sees one push URL can forge "+
+				"subscription changes and delivery reports for five minutes; switch the console to safe mode "+
+				"and remove allow_plaintext_push", "app", name)
+		case a.AESKey == "":
+			b.log.Warn("app has a push_token but no aes_key, so its pushes are plaintext: their signature does not "+
+				"cover the body, so anyone who sees one push URL can forge subscription changes and delivery "+
+				"reports for five minutes; set aes_key and switch the console to safe mode", "app", name)
+		}
+	}
 }
 
 // HandlePush applies one verified WeChat push (wechat.PushHandler.Handle):

@@ -108,6 +108,10 @@ func TestCheckErrors(t *testing.T) {
 			`5:14: apps.main.aes_key: an EncodingAESKey is 43 characters, this one is 5`},
 		{"bad state", strings.Replace(head, "    secret: s3cret\n", "    secret: s3cret\n    state: live\n", 1) + rule,
 			`5:12: apps.main.state: "live" is not one of developer, trial, formal`},
+		{"allow_plaintext_push not a boolean", strings.Replace(head, "    secret: s3cret\n", "    secret: s3cret\n    allow_plaintext_push: yes\n", 1) + rule,
+			`5:27: apps.main.allow_plaintext_push: "yes" is not true or false`},
+		{"bad bind", strings.Replace(head, "    secret: s3cret\n", "    secret: s3cret\n    bind: openid\n", 1) + rule,
+			`5:11: apps.main.bind: "openid" is not one of any, code`},
 		{"bad time zone", strings.Replace(head, "    secret: s3cret\n", "    secret: s3cret\n    time_zone: Beijing\n", 1) + rule,
 			`5:16: apps.main.time_zone: unknown time zone "Beijing"`},
 		{"bad app name", strings.Replace(head, "  main:", "  main app:", 1), `2:3: apps.main app: app name "main app"`},
@@ -309,5 +313,37 @@ func TestMergeBombs(t *testing.T) {
 	b.WriteString("apps: {main: *a9}\n")
 	if errs := parseErrors(t, b.String()); errs != nil {
 		t.Errorf("merge bomb: %q", errs)
+	}
+}
+
+// The push and identity settings of an app: safe by default where that
+// breaks nothing (plaintext refused once a key is set), today's behaviour
+// where it would (openid binds allowed); ${VAR} works for both.
+func TestAppSecuritySettings(t *testing.T) {
+	tests := []struct {
+		name      string
+		app       string
+		env       map[string]string
+		plaintext bool
+		bind      string
+	}{
+		{"defaults", "", nil, false, rules.BindAny},
+		{"explicit", "    allow_plaintext_push: true\n    bind: code\n", nil, true, rules.BindCode},
+		{"explicit off", "    allow_plaintext_push: false\n    bind: any\n", nil, false, rules.BindAny},
+		{"from the environment", "    allow_plaintext_push: ${MIGRATING:-false}\n    bind: ${BIND:-any}\n",
+			map[string]string{"MIGRATING": "true", "BIND": "code"}, true, rules.BindCode},
+		{"environment defaults", "    allow_plaintext_push: ${MIGRATING:-false}\n    bind: ${BIND:-any}\n", nil, false, rules.BindAny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(head, "    secret: s3cret\n", "    secret: s3cret\n"+tt.app, 1) + rule
+			set, err := rules.Parse("rules.yaml", []byte(src), func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := set.Apps["main"]; a.AllowPlaintextPush != tt.plaintext || a.Bind != tt.bind {
+				t.Errorf("allow_plaintext_push %v, bind %q; want %v, %q", a.AllowPlaintextPush, a.Bind, tt.plaintext, tt.bind)
+			}
+		})
 	}
 }

@@ -86,7 +86,7 @@ func (s *Set) Errorf(field, format string, args ...any) *Error {
 // same; a test keeps them in step.
 var (
 	topFields       = []string{"apps", "templates", "rules"}
-	appFields       = []string{"appid", "secret", "push_token", "aes_key", "state", "lang", "token_mode", "subscriptions", "time_zone"}
+	appFields       = []string{"appid", "secret", "push_token", "aes_key", "allow_plaintext_push", "state", "lang", "token_mode", "subscriptions", "bind", "time_zone"}
 	templateFields  = []string{"app", "id", "kind", "title", "keywords"}
 	keywordFields   = []string{"type", "label", "enum"}
 	ruleFields      = []string{"name", "description", "on", "when", "template", "time_zone", "page", "to", "data", "quiet_hours", "dedupe", "frequency_cap", "delivery"}
@@ -188,6 +188,25 @@ func (l *loader) oneOf(m map[string]pair, key, field, def string, allowed ...str
 	return def
 }
 
+// boolean reads a true/false setting; absent or empty is false. Only the
+// two words are accepted: a setting that weakens a check must not be
+// switched on by a typo or a "yes" that YAML 1.2 reads as a string.
+func (l *loader) boolean(m map[string]pair, key, field string) bool {
+	p, ok := m[key]
+	if !ok {
+		return false
+	}
+	v, _ := l.str(p.v, subfield(field, key))
+	switch v {
+	case "", "false":
+		return false
+	case "true":
+		return true
+	}
+	l.errorf(p.v, subfield(field, key), "%q is not true or false", v)
+	return false
+}
+
 func (l *loader) get(m map[string]pair, key, field string) string {
 	p, ok := m[key]
 	if !ok {
@@ -230,7 +249,9 @@ func (l *loader) app(a pair) *App {
 		TokenMode: l.oneOf(m, "token_mode", field, TokenModeStable, TokenModeStable, TokenModeToken),
 		Subscriptions: l.oneOf(m, "subscriptions", field, SubscriptionsLedger,
 			SubscriptionsLedger, SubscriptionsWeChat),
-		TimeZone: DefaultTimeZone,
+		AllowPlaintextPush: l.boolean(m, "allow_plaintext_push", field),
+		Bind:               l.oneOf(m, "bind", field, BindAny, BindAny, BindCode),
+		TimeZone:           DefaultTimeZone,
 	}
 	if app.AppID != "" && !appIDRE.MatchString(app.AppID) {
 		l.errorf(m["appid"].v, field+".appid", "%q is not an AppID: wx followed by 16 hex digits", app.AppID)

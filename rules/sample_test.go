@@ -261,6 +261,10 @@ func typeIs(types, doc any) bool {
 			if _, ok := doc.(int); ok {
 				return true
 			}
+		case "boolean":
+			if _, ok := doc.(bool); ok {
+				return true
+			}
 		}
 	}
 	return false

@@ -44,13 +44,27 @@ type App struct {
 	// Asia/Shanghai: WeChat users read Beijing time.
 	TimeZone string
 	Location *time.Location
+	// AllowPlaintextPush accepts plaintext-mode pushes although AESKey is
+	// set, for the time it takes to switch the console to safe mode. Off,
+	// an app with a key takes only pushes whose msg_signature covers the
+	// body: a plaintext signature does not, and one copied from any real
+	// push URL carries a forged body while its timestamp is accepted.
+	AllowPlaintextPush bool
+	// Bind says how wxbridge.cmd.bind may bind a user: "any" (default)
+	// takes a login code or a bare openid; "code" only a login code, which
+	// proves the user holds the WeChat account. A bare openid proves only
+	// that the sender may publish on the bind subject.
+	Bind string
 }
 
-// Values of App.Subscriptions, App.TokenMode, Template.Kind,
+// Values of App.Subscriptions, App.TokenMode, App.Bind, Template.Kind,
 // Policy.Delivery and QuietHours.Action.
 const (
 	SubscriptionsLedger = "ledger"
 	SubscriptionsWeChat = "wechat"
+
+	BindAny  = "any"
+	BindCode = "code"
 
 	TokenModeStable = "stable"
 	TokenModeToken  = "token"

@@ -33,6 +33,11 @@ var (
 	// ErrPushNotConfigured: the app lacks the token, AES key or appid this
 	// push needs. Our fault, not the sender's.
 	ErrPushNotConfigured = errors.New("wechat push: app not configured for this push")
+	// ErrPlaintextRefused: a plaintext-mode push to an app that has an
+	// EncodingAESKey and does not allow plaintext. Its only proof, the
+	// three-part signature, does not cover the body, so it is refused as
+	// unsigned: it also matches ErrBadSignature.
+	ErrPlaintextRefused = fmt.Errorf("%w: plaintext push to an app with an EncodingAESKey", ErrBadSignature)
 )
 
 // PushConfig is one app's message-push settings.
@@ -40,6 +45,14 @@ type PushConfig struct {
 	AppID          string // the appid the decrypted message must carry (for third-party platforms: the platform appid)
 	Token          string // push Token
 	EncodingAESKey string // 43 chars; required for compatible/safe mode bodies
+	// AllowPlaintext accepts plaintext-mode pushes although EncodingAESKey
+	// is set: only while the console is being switched to safe mode. An
+	// app with a key otherwise takes only pushes whose msg_signature
+	// covers the body, since a plaintext signature copied from any real
+	// push URL can carry a forged body for as long as its timestamp is
+	// accepted. An app without a key takes plaintext regardless: it has
+	// nothing better.
+	AllowPlaintext bool
 }
 
 // VerifyURL checks a URL-verification request (GET with signature,
@@ -71,9 +84,10 @@ func (c PushConfig) VerifyURL(q url.Values, now time.Time, maxSkew time.Duration
 // Encrypt field is the only proof (the plain signature does not cover the
 // body), and the decrypted message is the only source of truth; a
 // compatible-mode plaintext copy beside it is ignored. A missing or "raw"
-// encrypt_type means plaintext mode, accepted even when the app has an
-// EncodingAESKey: the operator may have chosen plaintext in the console, and
-// the signature still proves the request comes from WeChat.
+// encrypt_type means plaintext mode, whose signature covers only token,
+// timestamp and nonce: accepted from an app without an EncodingAESKey, and
+// from one with a key only if AllowPlaintext is set; otherwise it is
+// ErrPlaintextRefused, before anything else is looked at.
 func (c PushConfig) Open(q url.Values, body []byte, now time.Time, maxSkew time.Duration) (*Push, error) {
 	p, _, err := c.open(q, body, now, maxSkew)
 	return p, err
@@ -88,6 +102,10 @@ func (c PushConfig) open(q url.Values, body []byte, now time.Time, maxSkew time.
 	}
 	switch et := q.Get("encrypt_type"); et {
 	case "", "raw":
+		if c.EncodingAESKey != "" && !c.AllowPlaintext {
+			return nil, env, fmt.Errorf("open plaintext push: %w: its signature does not cover the body; "+
+				"set the console's push to safe mode, or allow plaintext for this app while migrating", ErrPlaintextRefused)
+		}
 		if err := verifyQuery(c.Token, q.Get("signature"), q); err != nil {
 			return nil, env, fmt.Errorf("open plaintext push: %w", err)
 		}
@@ -187,7 +205,9 @@ func checkTimestamp(ts string, now time.Time, maxSkew time.Duration) error {
 //	200 "success"  accepted and handled, or a retry of a push already handled
 //	400            signed (or unauthenticatable) but malformed: not XML/JSON, no
 //	               Encrypt, wrong value types, unknown encrypt_type, no echostr
-//	401            signature or msg_signature missing or wrong
+//	401            signature or msg_signature missing or wrong; a plaintext
+//	               push to an app with a key that does not allow plaintext
+//	               (its signature does not cover the body)
 //	403            timestamp outside the window; decryption failure or appid
 //	               mismatch of a correctly signed body; a plaintext signature
 //	               reused for another body. All decryption refusals share one
@@ -227,7 +247,14 @@ type PushHandler struct {
 
 	mu   sync.Mutex
 	seen *pushMemory
+	// warned is when each app was last warned about taking plaintext
+	// pushes despite its key.
+	warned map[string]time.Time
 }
+
+// plaintextWarnEvery spaces the warnings about plaintext pushes accepted
+// under AllowPlaintext: loud enough to be noticed, not one per push.
+const plaintextWarnEvery = 10 * time.Minute
 
 // ServeHTTP answers WeChat's URL verification (GET) and pushes (POST).
 func (h *PushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -306,6 +333,11 @@ func (h *PushHandler) servePush(w http.ResponseWriter, r *http.Request, log *slo
 	if p.Mode == ModePlaintext && !h.memory().bindSignature(app, q, key, h.now()) {
 		refuse(w, log, http.StatusForbidden, ErrReplayedSignature)
 		return
+	}
+	if p.Mode == ModePlaintext && cfg.EncodingAESKey != "" && h.dueWarning(app) {
+		log.Warn("accepted a plaintext push for an app with an EncodingAESKey (aes_key) because plaintext is allowed for it: " +
+			"its signature does not cover the body, so a captured push URL can carry a forged body for minutes; " +
+			"switch the console to safe mode and stop allowing plaintext")
 	}
 	if err := h.deliver(app, key, p); err != nil {
 		log.Error("push not handled; WeChat will retry", "err", err)
@@ -426,6 +458,22 @@ func (h *PushHandler) maxSkew() time.Duration {
 		return h.MaxSkew
 	}
 	return DefaultPushMaxSkew
+}
+
+// dueWarning reports whether app is due a warning about plaintext pushes,
+// and if so marks it warned.
+func (h *PushHandler) dueWarning(app string) bool {
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if last, ok := h.warned[app]; ok && now.Sub(last) < plaintextWarnEvery {
+		return false
+	}
+	if h.warned == nil {
+		h.warned = map[string]time.Time{}
+	}
+	h.warned[app] = now
+	return true
 }
 
 func (h *PushHandler) memory() *pushMemory {

@@ -239,7 +239,7 @@ func FuzzServeHTTPSigned(f *testing.F) {
 		r := wire(t, pushSpec{mode: mode, msg: string(msg)})
 		calls := 0
 		h := &wechat.PushHandler{
-			Config: func(app string) (wechat.PushConfig, bool) { return testApps["main"], true },
+			Config: func(app string) (wechat.PushConfig, bool) { return testApps[appFor(mode)], true },
 			Handle: func(context.Context, string, *wechat.Push) error { calls++; return nil },
 			Now:    func() time.Time { return time.Unix(baseTime, 0) },
 		}

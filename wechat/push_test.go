@@ -155,14 +155,26 @@ const (
 var mainAESKey = strings.TrimSuffix(base64.StdEncoding.EncodeToString([]byte("0123456789abcdefghijklmnopqrstuv")), "=")
 
 var testApps = map[string]wechat.PushConfig{
-	"main":  {AppID: mainAppID, Token: mainToken, EncodingAESKey: mainAESKey},
-	"plain": {AppID: "wxplainplainplain", Token: "tok-plain"}, // plaintext only: no key
-	"vecA":  {AppID: vecAAppID, Token: vecAToken, EncodingAESKey: vecAAESKey},
-	"vecB":  {AppID: vecBPlatformAppID, Token: vecBToken, EncodingAESKey: vecBAESKey},
-	"vecBm": {AppID: vecBMiniAppID, Token: vecBToken, EncodingAESKey: vecBAESKey}, // the mistake: the Mini Program's appid
-	"vecC":  {AppID: vecCAppID, Token: vecCToken, EncodingAESKey: vecCAESKey},
-	"vecD":  {AppID: vecDAppID, Token: vecDToken, EncodingAESKey: vecDAESKey},
-	"vecE":  {AppID: vecAAppID, Token: vecEToken},
+	"main": {AppID: mainAppID, Token: mainToken, EncodingAESKey: mainAESKey},
+	// migrating is main while its console moves to safe mode: the same
+	// key, plaintext still allowed.
+	"migrating": {AppID: mainAppID, Token: mainToken, EncodingAESKey: mainAESKey, AllowPlaintext: true},
+	"plain":     {AppID: "wxplainplainplain", Token: "tok-plain"}, // plaintext only: no key
+	"vecA":      {AppID: vecAAppID, Token: vecAToken, EncodingAESKey: vecAAESKey},
+	"vecB":      {AppID: vecBPlatformAppID, Token: vecBToken, EncodingAESKey: vecBAESKey},
+	"vecBm":     {AppID: vecBMiniAppID, Token: vecBToken, EncodingAESKey: vecBAESKey}, // the mistake: the Mini Program's appid
+	"vecC":      {AppID: vecCAppID, Token: vecCToken, EncodingAESKey: vecCAESKey},
+	"vecD":      {AppID: vecDAppID, Token: vecDToken, EncodingAESKey: vecDAESKey},
+	"vecE":      {AppID: vecAAppID, Token: vecEToken},
+}
+
+// appFor is the app a push in mode goes to: main takes only encrypted
+// pushes, so plaintext ones go to its migrating twin.
+func appFor(mode string) string {
+	if mode == wechat.ModePlaintext {
+		return "migrating"
+	}
+	return "main"
 }
 
 type handled struct {
@@ -383,7 +395,8 @@ func TestPushEndToEnd(t *testing.T) {
 					if format == wechat.FormatXML {
 						msg = ec.xml
 					}
-					code, body := f.post("main", wire(t, pushSpec{mode: mode, msg: msg}))
+					app := appFor(mode)
+					code, body := f.post(app, wire(t, pushSpec{mode: mode, msg: msg}))
 					if code != http.StatusOK || body != "success" {
 						t.Fatalf("answer = %d %q, want 200 success", code, body)
 					}
@@ -392,7 +405,7 @@ func TestPushEndToEnd(t *testing.T) {
 						t.Fatalf("Handle called %d times, want 1", len(calls))
 					}
 					p := calls[0].p
-					if calls[0].app != "main" || p.Mode != mode || p.Format != format || p.MsgType != "event" ||
+					if calls[0].app != app || p.Mode != mode || p.Format != format || p.MsgType != "event" ||
 						p.Event != ec.event || p.FromUserName != "oUser1" || p.ToUserName != "gh_test" || p.CreateTime != baseTime {
 						t.Errorf("push = app %s, %+v", calls[0].app, p)
 					}
@@ -543,13 +556,13 @@ func TestPushRefusals(t *testing.T) {
 		req    func() wireRequest
 		status int
 	}{
-		{"plaintext: bad signature", "POST", "main", func() wireRequest {
+		{"plaintext: bad signature", "POST", "migrating", func() wireRequest {
 			r := plain()
 			r.query.Set("signature", indepSign("wrong-token", ts(0), r.query.Get("nonce")))
 			return r
 		}, 401},
-		{"plaintext: no signature", "POST", "main", func() wireRequest { r := plain(); r.query.Del("signature"); return r }, 401},
-		{"plaintext: signature for another nonce", "POST", "main", func() wireRequest { r := plain(); r.query.Set("nonce", "1"); return r }, 401},
+		{"plaintext: no signature", "POST", "migrating", func() wireRequest { r := plain(); r.query.Del("signature"); return r }, 401},
+		{"plaintext: signature for another nonce", "POST", "migrating", func() wireRequest { r := plain(); r.query.Set("nonce", "1"); return r }, 401},
 		{"safe: bad msg_signature", "POST", "main", func() wireRequest {
 			r := safe()
 			r.query.Set("msg_signature", strings.Repeat("0", 40))
@@ -591,14 +604,29 @@ func TestPushRefusals(t *testing.T) {
 		}, 403},
 		{"safe: timestamp too old", "POST", "main", func() wireRequest { return wire(t, pushSpec{mode: wechat.ModeSafe, msg: popup, ts: ts(-301)}) }, 403},
 		{"safe: timestamp too new", "POST", "main", func() wireRequest { return wire(t, pushSpec{mode: wechat.ModeSafe, msg: popup, ts: ts(301)}) }, 403},
-		{"plaintext: timestamp too old", "POST", "main", func() wireRequest { return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: popup, ts: ts(-3600)}) }, 403},
-		{"plaintext: timestamp not a number, signed", "POST", "main", func() wireRequest { return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: popup, ts: "soon"}) }, 403},
-		{"plaintext: timestamp 2^63-1, signed", "POST", "main", func() wireRequest {
+		{"plaintext: timestamp too old", "POST", "migrating", func() wireRequest { return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: popup, ts: ts(-3600)}) }, 403},
+		{"plaintext: timestamp not a number, signed", "POST", "migrating", func() wireRequest { return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: popup, ts: "soon"}) }, 403},
+		{"plaintext: timestamp 2^63-1, signed", "POST", "migrating", func() wireRequest {
 			return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: popup, ts: "9223372036854775807"})
 		}, 403},
-		{"plaintext: timestamp -2^63, signed", "POST", "main", func() wireRequest {
+		{"plaintext: timestamp -2^63, signed", "POST", "migrating", func() wireRequest {
 			return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: popup, ts: "-9223372036854775808"})
 		}, 403},
+		{"plaintext to an app with a key, validly signed", "POST", "main", plain, 401},
+		{"plaintext (encrypt_type=raw) to an app with a key, validly signed", "POST", "main", func() wireRequest {
+			r := plain()
+			r.query.Set("encrypt_type", "raw")
+			return r
+		}, 401},
+		{"plaintext to an app with a key, stale and garbage: refused first for want of proof", "POST", "main", func() wireRequest {
+			return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: "garbage", ts: ts(-3600)})
+		}, 401},
+		{"safe body with encrypt_type stripped, validly signed", "POST", "main", func() wireRequest {
+			r := safe()
+			r.query.Del("encrypt_type")
+			r.query.Del("msg_signature")
+			return r
+		}, 401},
 		{"unknown app", "POST", "nosuchapp", safe, 404},
 		{"wrong method PUT", "PUT", "main", safe, 405},
 		{"wrong method DELETE", "DELETE", "main", safe, 405},
@@ -626,7 +654,7 @@ func TestPushRefusals(t *testing.T) {
 			app    string
 			req    func() wireRequest
 			status int
-		}{"plaintext garbage " + strconv.Quote(body), "POST", "main", func() wireRequest {
+		}{"plaintext garbage " + strconv.Quote(body), "POST", "migrating", func() wireRequest {
 			return wire(t, pushSpec{mode: wechat.ModePlaintext, msg: body})
 		}, 400})
 	}
@@ -685,7 +713,7 @@ func TestPushOversized(t *testing.T) {
 			t.Errorf("status %d, %d calls; want 413, 0", code, len(f.handled()))
 		}
 		// Just under the limit passes.
-		code, _ = f.post("main", wire(t, pushSpec{mode: wechat.ModePlaintext, msg: big}))
+		code, _ = f.post("migrating", wire(t, pushSpec{mode: wechat.ModePlaintext, msg: big}))
 		if code != 200 || len(f.handled()) != 1 {
 			t.Errorf("2 KiB: status %d, %d calls; want 200, 1", code, len(f.handled()))
 		}
@@ -797,7 +825,7 @@ func TestPushRetriesAreOne(t *testing.T) {
 			// seconds apart.
 			for i := range 3 {
 				f.setNow(baseTime + int64(5*i))
-				code, body := f.post("main", wire(t, pushSpec{mode: mode, msg: msg, ts: strconv.Itoa(baseTime + 5*i)}))
+				code, body := f.post(appFor(mode), wire(t, pushSpec{mode: mode, msg: msg, ts: strconv.Itoa(baseTime + 5*i)}))
 				if code != 200 || body != "success" {
 					t.Fatalf("try %d: %d %q", i, code, body)
 				}
@@ -806,7 +834,7 @@ func TestPushRetriesAreOne(t *testing.T) {
 				t.Fatalf("Handle called %d times for one push and its retries, want 1", n)
 			}
 			// A different push from the same user in the same second is not a retry.
-			code, _ := f.post("main", wire(t, pushSpec{mode: mode, msg: eventCases[2].xml, ts: strconv.Itoa(baseTime + 10)}))
+			code, _ := f.post(appFor(mode), wire(t, pushSpec{mode: mode, msg: eventCases[2].xml, ts: strconv.Itoa(baseTime + 10)}))
 			if code != 200 || len(f.handled()) != 2 {
 				t.Fatalf("another event: %d, %d calls; want 200, 2", code, len(f.handled()))
 			}
@@ -840,14 +868,14 @@ func TestPushReplayChangesNothing(t *testing.T) {
 func TestPushPlaintextSignatureVouchesForOneBody(t *testing.T) {
 	f := newFixture(t)
 	r := wire(t, pushSpec{mode: wechat.ModePlaintext, msg: eventCases[0].json})
-	if code, _ := f.post("main", r); code != 200 {
+	if code, _ := f.post("migrating", r); code != 200 {
 		t.Fatalf("original: %d", code)
 	}
 	forged := wireRequest{r.query, []byte(strings.Replace(eventCases[2].json, "oUser1", "oVictim", 1))}
-	if code, _ := f.post("main", forged); code != 403 {
+	if code, _ := f.post("migrating", forged); code != 403 {
 		t.Errorf("forged body under a used signature: %d, want 403", code)
 	}
-	if code, _ := f.post("main", r); code != 200 {
+	if code, _ := f.post("migrating", r); code != 200 {
 		t.Errorf("the original again (a retry): want 200, got %d", code)
 	}
 	if n := len(f.handled()); n != 1 {
@@ -1051,13 +1079,125 @@ func TestPushCompatibleIgnoresPlaintextCopy(t *testing.T) {
 	}
 }
 
-// The operator may choose plaintext mode in the console while the key is
-// still configured; the signature still proves WeChat sent it.
+// An app with a key takes only pushes whose msg_signature covers the body.
+// A plaintext push carries the three-part signature, which any real push
+// URL (in a proxy or access log) hands to whoever reads it: with it a forged
+// reject would zero a user's credits, a forged accept or delivery receipt
+// would be believed. Refused as unsigned, whatever the body says, unless
+// the app allows plaintext while it migrates.
 func TestPushPlaintextToAppWithKey(t *testing.T) {
+	for _, ec := range eventCases {
+		for _, format := range []string{wechat.FormatJSON, wechat.FormatXML} {
+			msg := ec.json
+			if format == wechat.FormatXML {
+				msg = ec.xml
+			}
+			t.Run(ec.name+"/"+format, func(t *testing.T) {
+				f := newFixture(t)
+				r := wire(t, pushSpec{mode: wechat.ModePlaintext, msg: msg})
+				if code, body := f.post("main", r); code != http.StatusUnauthorized || body == "success" {
+					t.Errorf("plaintext push with a valid signature to an app with a key: %d %q, want 401", code, body)
+				}
+				if n := len(f.handled()); n != 0 {
+					t.Fatalf("Handle called %d times, want 0", n)
+				}
+				// The same request to the app that allows plaintext for its
+				// migration: accepted (the refusal above bound nothing).
+				if code, body := f.post("migrating", r); code != http.StatusOK || body != "success" {
+					t.Fatalf("with plaintext allowed: %d %q, want 200 success", code, body)
+				}
+				if calls := f.handled(); len(calls) != 1 || calls[0].p.Mode != wechat.ModePlaintext || calls[0].app != "migrating" {
+					t.Fatalf("with plaintext allowed: calls %+v", calls)
+				}
+			})
+		}
+	}
+}
+
+// Open says why: ErrPlaintextRefused, which is an ErrBadSignature.
+func TestOpenPlaintextNeedsPermissionWhenKeyed(t *testing.T) {
+	r := wire(t, pushSpec{mode: wechat.ModePlaintext, msg: eventCases[2].json})
+	now := time.Unix(baseTime, 0)
+	tests := []struct {
+		name    string
+		cfg     wechat.PushConfig
+		wantErr error
+	}{
+		{"key, plaintext not allowed", testApps["main"], wechat.ErrPlaintextRefused},
+		{"key, plaintext allowed", testApps["migrating"], nil},
+		{"no key", wechat.PushConfig{AppID: mainAppID, Token: mainToken}, nil},
+		{"no key, AllowPlaintext changes nothing", wechat.PushConfig{AppID: mainAppID, Token: mainToken, AllowPlaintext: true}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := tt.cfg.Open(r.query, r.body, now, 0)
+			if tt.wantErr == nil {
+				if err != nil || p.Mode != wechat.ModePlaintext || p.Event != wechat.EventSubscribeChange {
+					t.Fatalf("Open = %+v, %v; want the plaintext change event", p, err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.wantErr) || !errors.Is(err, wechat.ErrBadSignature) || p != nil {
+				t.Fatalf("Open = %+v, %v; want %v (an ErrBadSignature)", p, err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), mainAESKey) || strings.Contains(err.Error(), mainToken) {
+				t.Errorf("error reveals a secret: %v", err)
+			}
+		})
+	}
+}
+
+// URL verification carries no body and is the same in every mode: it keeps
+// working for an app that refuses plaintext pushes.
+func TestPushURLVerificationInEveryMode(t *testing.T) {
+	for _, app := range []string{"main", "migrating"} {
+		f := newFixture(t)
+		q := wire(t, pushSpec{mode: wechat.ModePlaintext}).query
+		q.Del("openid")
+		q.Set("echostr", "echo-123")
+		code, body, _ := f.do(http.MethodGet, app, q.Encode(), nil)
+		if code != 200 || body != "echo-123" {
+			t.Errorf("%s: GET verification = %d %q, want 200 echo-123", app, code, body)
+		}
+	}
+}
+
+// Plaintext allowed for a keyed app is warned about, loudly but not once
+// per push.
+func TestPushPlaintextAllowedIsWarned(t *testing.T) {
+	var buf syncBuffer
 	f := newFixture(t)
-	code, _ := f.post("main", wire(t, pushSpec{mode: wechat.ModePlaintext, msg: eventCases[0].json}))
-	if code != 200 || len(f.handled()) != 1 || f.handled()[0].p.Mode != wechat.ModePlaintext {
-		t.Errorf("status %d, calls %d", code, len(f.handled()))
+	f.h.Logger = newTestLogger(&buf)
+	const warning = "accepted a plaintext push for an app with an EncodingAESKey"
+	for i := range 3 {
+		msg := strings.Replace(eventCases[0].json, "1763700000", strconv.Itoa(baseTime+i), 1)
+		if code, _ := f.post("migrating", wire(t, pushSpec{mode: wechat.ModePlaintext, msg: msg})); code != 200 {
+			t.Fatalf("push %d: %d", i, code)
+		}
+	}
+	if n := strings.Count(buf.String(), warning); n != 1 {
+		t.Fatalf("%d warnings for 3 plaintext pushes within minutes, want 1:\n%s", n, buf.String())
+	}
+	later := int64(baseTime + 11*60)
+	f.setNow(later)
+	msg := strings.Replace(eventCases[0].json, "1763700000", strconv.FormatInt(later, 10), 1)
+	if code, _ := f.post("migrating", wire(t, pushSpec{mode: wechat.ModePlaintext, msg: msg, ts: strconv.FormatInt(later, 10)})); code != 200 {
+		t.Fatalf("push 11 minutes later: %d", code)
+	}
+	if n := strings.Count(buf.String(), warning); n != 2 {
+		t.Fatalf("%d warnings after 11 minutes, want 2", n)
+	}
+	// An app without a key has nothing better: no warning from the handler
+	// (the bridge warns once when the rules load).
+	buf2 := syncBuffer{}
+	f2 := newFixture(t)
+	f2.h.Logger = newTestLogger(&buf2)
+	f2.setNow(vecEPostTimestamp)
+	if code, _, _ := f2.do(http.MethodPost, "vecE", vecEPostQuery, []byte(vecEPostBody)); code != 200 {
+		t.Fatalf("vecE plaintext: %d", code)
+	}
+	if strings.Contains(buf2.String(), warning) {
+		t.Errorf("warned about an app without a key:\n%s", buf2.String())
 	}
 }
 

@@ -137,6 +137,10 @@ func configureCallbacks(emu *wechattest.Emulator, set *rules.Set, push pushConfi
 			log.Warn("app has no aes_key: pushing in plaintext", "app", name)
 			cb.Mode = wechattest.Plaintext
 		}
+		if cb.Mode == wechattest.Plaintext && a.AESKey != "" && !a.AllowPlaintextPush {
+			log.Warn("pushing in plaintext to an app with an aes_key: wxbridge refuses these (401) "+
+				"unless the app sets allow_plaintext_push: true", "app", name)
+		}
 		if err := emu.SetCallback(a.AppID, cb); err != nil {
 			return fmt.Errorf("app %s: %w", name, err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/wxbridge/wxbridge/bridge"
 	"github.com/wxbridge/wxbridge/storage"
 	"github.com/wxbridge/wxbridge/storage/storagetest"
+	"github.com/wxbridge/wxbridge/wechat"
 	"github.com/wxbridge/wxbridge/wechat/wechattest"
 )
 
@@ -302,10 +303,19 @@ func TestForgedCallbackChangesNothing(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("forged push answered %d", resp.StatusCode)
 	}
-	// The body, correctly signed but 1 hour old: a replay.
+	// The body, correctly encrypted and signed but 1 hour old: a replay.
 	old := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
-	q = url.Values{"timestamp": {old}, "nonce": {"123"}, "signature": {sha1Sorted(flowToken, old, "123")}}
-	resp, err = http.Post(base+"?"+q.Encode(), "application/json", strings.NewReader(body))
+	key, err := wechat.AESKey(flowAESKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := wechat.Encrypt(key, flowAppID, []byte(body), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q = url.Values{"timestamp": {old}, "nonce": {"123"}, "signature": {sha1Sorted(flowToken, old, "123")},
+		"encrypt_type": {"aes"}, "msg_signature": {sha1Sorted(flowToken, old, "123", enc)}}
+	resp, err = http.Post(base+"?"+q.Encode(), "application/json", strings.NewReader(`{"ToUserName":"gh_x","Encrypt":"`+enc+`"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -555,7 +555,9 @@ func TestPushesOpenWithPackageWechat(t *testing.T) {
 				a := f.send(f.token(), msg(alice, tplOnce, goodOnce))
 				f.emu.Unsubscribe(appID, alice, tplOnce)
 				f.emu.FlushPushes()
-				cfg := wechat.PushConfig{AppID: appID, Token: pushToken, EncodingAESKey: aesKey}
+				// The emulator's app has a key in every mode: a receiver
+				// takes its plaintext pushes only if it allows them.
+				cfg := wechat.PushConfig{AppID: appID, Token: pushToken, EncodingAESKey: aesKey, AllowPlaintext: mode == wechattest.Plaintext}
 				events := map[string]*wechat.Push{}
 				for _, r := range rc.received() {
 					p, err := cfg.Open(r.query, r.body, f.clock.Now(), 5*time.Minute)
