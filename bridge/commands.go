@@ -152,6 +152,10 @@ func (b *Bridge) cmdBind(ctx context.Context, data []byte) any {
 	if req.UserID == "" {
 		return BindReply{Error: "bind: user_id is required"}
 	}
+	if err := checkFields(field{"user_id", req.UserID, MaxUserIDBytes}, field{"openid", req.OpenID, MaxOpenIDBytes},
+		field{"unionid", req.UnionID, MaxOpenIDBytes}, field{"code", req.Code, maxCodeBytes}); err != nil {
+		return BindReply{Error: "bind: " + err.Error()}
+	}
 	switch {
 	case req.Code != "" && req.OpenID != "":
 		return BindReply{Error: "bind: give a code or an openid, not both"}
@@ -209,6 +213,9 @@ func (b *Bridge) cmdUnbind(ctx context.Context, data []byte) any {
 	if req.App == "" || req.UserID == "" {
 		return BindReply{Error: "unbind: app and user_id are required"}
 	}
+	if err := checkFields(field{"user_id", req.UserID, MaxUserIDBytes}); err != nil {
+		return BindReply{Error: "unbind: " + err.Error()}
+	}
 	cs, err := b.commands()
 	if err != nil {
 		return BindReply{Error: err.Error()}
@@ -224,6 +231,16 @@ func (b *Bridge) cmdRoles(ctx context.Context, data []byte) any {
 	var req RolesRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return OKReply{Error: "roles: body is not a JSON object: " + err.Error()}
+	}
+	if n := len(req.Grant) + len(req.Revoke); n > maxRoleChanges {
+		return OKReply{Error: fmt.Sprintf("roles: %d grants and revokes, over the %d a command may carry", n, maxRoleChanges)}
+	}
+	fields := []field{{"user_id", req.UserID, MaxUserIDBytes}}
+	for _, r := range append(append([]storage.Role(nil), req.Grant...), req.Revoke...) {
+		fields = append(fields, field{"role", r.Role, MaxRoleBytes}, field{"scope", r.Scope, MaxRoleBytes})
+	}
+	if err := checkFields(fields...); err != nil {
+		return OKReply{Error: "roles: " + err.Error()}
 	}
 	cs, err := b.commands()
 	if err != nil {
@@ -256,6 +273,16 @@ func (b *Bridge) cmdSubscriptions(ctx context.Context, data []byte) any {
 		return SubscriptionsReply{Error: "subscriptions: body is not a JSON object: " + err.Error()}
 	}
 	if err := b.knownApp(req.App); err != nil {
+		return SubscriptionsReply{Error: "subscriptions: " + err.Error()}
+	}
+	if len(req.Results) > maxSubscriptionResults {
+		return SubscriptionsReply{Error: fmt.Sprintf("subscriptions: %d results, over the %d a report may carry", len(req.Results), maxSubscriptionResults)}
+	}
+	fields := []field{{"user_id", req.UserID, MaxUserIDBytes}, {"openid", req.OpenID, MaxOpenIDBytes}}
+	for id, v := range req.Results {
+		fields = append(fields, field{"template id", id, maxTemplateIDBytes}, field{"result", v, 64})
+	}
+	if err := checkFields(fields...); err != nil {
 		return SubscriptionsReply{Error: "subscriptions: " + err.Error()}
 	}
 	cs, err := b.commands()
@@ -316,7 +343,7 @@ func (b *Bridge) knownApp(app string) error {
 		return errors.New("app is required")
 	}
 	if _, ok := b.rules.Load().Apps[app]; !ok {
-		return fmt.Errorf("app %q is not in the rules", app)
+		return fmt.Errorf("app %q is not in the rules", clip(app))
 	}
 	return nil
 }

@@ -120,6 +120,11 @@ func (b *Bridge) decodeEvent(r *rawEvent) (*event, error) {
 	if !json.Valid(body) {
 		return nil, bad("event body is not JSON")
 	}
+	if !utf8.Valid(body) {
+		// JSON is UTF-8 (RFC 8259); Go would quietly turn the bad bytes
+		// into U+FFFD and send them on.
+		return nil, bad("event body is not JSON: it is not UTF-8")
+	}
 	specversion, err := r.header1("ce-specversion")
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -180,6 +181,14 @@ func (b *Bridge) publishBatch(ctx context.Context, after uint64) (int, uint64, e
 			m.Header.Set(nats.MsgIdHdr, e.MsgID)
 		}
 		if futures[i], err = js.PublishMsgAsync(m); err != nil {
+			if errors.Is(err, nats.ErrMaxPayload) {
+				// It will never fit: holding it would hold every entry
+				// behind it forever.
+				b.log.Error("outbox entry too large to publish; dropped", "seq", e.Seq, "subject", e.Subject, "bytes", len(e.Payload))
+				b.metrics.outboxFails.Inc()
+				futures[i], err = nil, nil
+				continue
+			}
 			sent = i
 			break
 		}

@@ -164,7 +164,7 @@ func (b *Bridge) noToken(ctx context.Context, log evlog, rc *recorder, rec stora
 		rec.Attempts = cur.Attempts
 	}
 	rec.Attempts++
-	rec.ErrMsg = clip(err.Error())
+	rec.ErrMsg = clipN(err.Error(), maxErrMsg)
 	if !attemptsLeft(rec, b.cfg.MaxAttempts) {
 		log.Warn("giving up on recipient: no access token", "attempts", rec.Attempts, "err", err)
 		return rc.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, storage.KeepCredit)
@@ -194,7 +194,8 @@ func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storag
 	var api *wechat.APIError
 	errors.As(err, &api)
 	if api != nil {
-		rec.ErrCode, rec.ErrMsg = api.Code, api.Msg
+		// WeChat's errmsg is short; a proxy's need not be.
+		rec.ErrCode, rec.ErrMsg = api.Code, clipN(api.Msg, maxErrMsg)
 	}
 	switch {
 	case err == nil:
@@ -210,7 +211,7 @@ func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storag
 		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrTransient), errors.Is(err, wechat.ErrTokenInvalid), errors.Is(err, wechat.ErrTokenFetch):
 		if rec.ErrMsg == "" {
-			rec.ErrMsg = err.Error()
+			rec.ErrMsg = clipN(err.Error(), maxErrMsg)
 		}
 		// A call that may have reached WeChat (a timeout after the request
 		// went out) keeps its credit and is in doubt: it may have been sent.
@@ -228,12 +229,15 @@ func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storag
 		return rc.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect)
 	default:
 		if rec.ErrMsg == "" {
-			rec.ErrMsg = err.Error()
+			rec.ErrMsg = clipN(err.Error(), maxErrMsg)
 		}
 		log.Error("send failed", "err", err)
 		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
 	}
 }
+
+// maxErrMsg bounds the error message a result carries.
+const maxErrMsg = 512
 
 // recorder records the outcome of one task. For the last (only) task of an
 // event it also marks the event done in the same transaction.
