@@ -517,6 +517,9 @@ func TestSetCallbackRefusesBadConfig(t *testing.T) {
 			if err := f.emu.SetCallback(appID, tt.cb); err == nil {
 				t.Fatal("accepted")
 			}
+			if err := tt.cb.Validate(); err == nil {
+				t.Fatal("Validate accepted it")
+			}
 		})
 	}
 }
