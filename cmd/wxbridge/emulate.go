@@ -43,7 +43,8 @@ Act as a user with the endpoints under /_dev/ (GET /_dev/ lists them), e.g.
 
 // The emulator's test credentials when it runs without a rules file: the
 // defaults of the project's rules.yaml, so that a bridge started with that
-// file works against it unchanged. They protect nothing and may be printed.
+// file can talk to it unchanged (its templates become one-time ones on
+// first use). They protect nothing and may be printed.
 const (
 	exampleAppID     = "wx0123456789abcdef"
 	defaultSecret    = "emulator-secret"
@@ -194,8 +195,10 @@ It accepts these test credentials (not secrets; put them in your backend's devel
 	if push.base == "" {
 		fmt.Fprintf(w, "  pushes      none (--callback URL pushes every app's events to URL)\n")
 	} else {
-		fmt.Fprintf(w, "  pushes      to %s, %s mode, %s\n  push_token  %s\n  aes_key     %s\n",
-			push.base, push.mode, push.format, defaultPushToken, defaultAESKey)
+		fmt.Fprintf(w, "  pushes      to %s, %s mode, %s\n  push_token  %s\n", push.base, push.mode, push.format, defaultPushToken)
+		if push.mode != wechattest.Plaintext {
+			fmt.Fprintf(w, "  aes_key     %s\n", defaultAESKey)
+		}
 	}
 	fmt.Fprintf(w, "Act as a user: curl -d '{\"appid\":\"%s\",\"openid\":\"o-alice\",\"results\":{\"TEMPLATE_ID\":\"accept\"}}' %s%ssubscribe\n",
 		exampleAppID, base, wechattest.DevPrefix)
