@@ -92,6 +92,16 @@ type tokenSource struct {
 	lastErr  error
 	retryAt  time.Time // no fetch before then; callers get lastErr
 	force    forceBudget
+	// installed counts the tokens installed (setLocked), so that each
+	// flight knows which one it stores.
+	installed uint64
+
+	// saveMu orders the stores of the token. A flight stores its token
+	// after releasing its waiters, so the next flight can run, fetch and
+	// store a newer token first; the older one must then not overwrite it,
+	// or a restart would load a token already replaced.
+	saveMu sync.Mutex
+	saved  uint64 // guarded by saveMu: the installed count of the token in the store
 }
 
 // flight is one fetch; done is closed when token or err is set.
@@ -213,8 +223,11 @@ func (s *tokenSource) run(f *flight) {
 
 	s.mu.Lock()
 	now := s.c.cfg.Now()
+	var gen uint64
 	if err == nil {
 		s.setLocked(t, now)
+		s.installed++
+		gen = s.installed
 		s.failures, s.lastErr, s.retryAt = 0, nil, time.Time{}
 		f.token = t.value
 	} else {
@@ -245,12 +258,25 @@ func (s *tokenSource) run(f *flight) {
 	}
 	// Stored after the waiters were released, but still on an owned
 	// goroutine: Close waits for it, and shutdown does not lose it.
+	log.Debug("access token fetched", "appid", s.app.AppID, "path", s.path, "expires_at", t.expiresAt)
+	s.store(ctx, t, gen)
+}
+
+// store saves the gen-th installed token, unless a newer one was saved
+// meanwhile.
+func (s *tokenSource) store(ctx context.Context, t storedToken, gen uint64) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if gen < s.saved {
+		return
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.cfg.Timeout)
 	defer cancel()
 	if err := s.c.cfg.Tokens.SaveToken(sctx, s.key, t.value, t.expiresAt); err != nil {
-		log.Warn("cannot store access token; it is kept in memory", "appid", s.app.AppID, "err", err)
+		s.c.cfg.Logger.Warn("cannot store access token; it is kept in memory", "appid", s.app.AppID, "err", err)
+		return
 	}
-	log.Debug("access token fetched", "appid", s.app.AppID, "path", s.path, "expires_at", t.expiresAt)
+	s.saved = gen
 }
 
 func backoff(failures int) time.Duration {

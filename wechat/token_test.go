@@ -138,12 +138,13 @@ func TestTokenRefreshAheadInBackground(t *testing.T) {
 		t.Fatalf("%d token fetches, want 2: one background refresh for several callers", n)
 	}
 	g.release()
-	e.store.waitSaved(t, stableKey) // first save
-	e.store.waitSaved(t, stableKey) // the refreshed token
+	old, fresh := "TOKEN-"+testAppID+"-1", "TOKEN-"+testAppID+"-2"
+	// The refreshed token is stored once it is in use. (Not "two saves":
+	// the first token's save is skipped if the refresh overtook it.)
+	waitFor(t, "the refreshed token to be stored", func() bool { return e.store.get(stableKey).token == fresh })
 	e.mustSend(t)
 
 	sends := e.fake.sendCalls()
-	old, fresh := "TOKEN-"+testAppID+"-1", "TOKEN-"+testAppID+"-2"
 	for i, s := range sends {
 		want := old
 		if i == len(sends)-1 {
@@ -449,6 +450,44 @@ func TestForceRefreshOnlyWhenSameTokenComesBack(t *testing.T) {
 	}
 	if n := e.logs.count("forcing an access token refresh: stable_token keeps handing back the token WeChat rejected"); n != 1 {
 		t.Errorf("force logged %d times, want 1", n)
+	}
+}
+
+// slowStore holds the save of one token until released, as a store may be
+// slow for one write (an fsync) and not for the next.
+type slowStore struct {
+	*testStore
+	slow    string
+	release chan struct{}
+}
+
+func (s *slowStore) SaveToken(ctx context.Context, key, token string, exp time.Time) error {
+	if token == s.slow {
+		<-s.release
+	}
+	return s.testStore.SaveToken(ctx, key, token, exp)
+}
+
+// A flight stores its token after releasing its callers, so the next
+// flight can fetch and store a newer token first. The older token must not
+// then overwrite it: a restart would load a token already forced away.
+func TestOlderTokenNeverOverwritesANewerOneInTheStore(t *testing.T) {
+	var slow *slowStore
+	e := newTestEnv(t, func(c *wechat.Config) {
+		slow = &slowStore{testStore: c.Tokens.(*testStore), slow: "TOKEN-stable-1", release: make(chan struct{})}
+		c.Tokens = slow
+	})
+	sf := &stableFake{}
+	sf.install(e)
+	e.mustSend(t) // TOKEN-stable-1, whose save is held
+	sf.spoil()
+	e.mustSend(t) // rejected, forced away: TOKEN-stable-2
+	close(slow.release)
+	if err := e.client.Close(); err != nil { // waits for both saves
+		t.Fatal(err)
+	}
+	if got := e.store.get(stableKey).token; got != "TOKEN-stable-2" {
+		t.Fatalf("store holds %q after both saves, want the newer TOKEN-stable-2", got)
 	}
 }
 

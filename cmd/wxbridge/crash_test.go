@@ -187,7 +187,7 @@ func (r *crashRig) stop() {
 func (r *crashRig) request(subject string, body any) {
 	r.t.Helper()
 	data, _ := json.Marshal(body)
-	msg, err := r.nc.Request(subject, data, 5*time.Second)
+	msg, err := r.nc.Request(subject, data, waitLimit)
 	if err != nil {
 		r.t.Fatalf("request %s: %v", subject, err)
 	}

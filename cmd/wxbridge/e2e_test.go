@@ -42,6 +42,12 @@ rules:
       time4: "{{ .data.created_at }}"
 `
 
+// waitLimit bounds how long a test waits for something that should
+// happen (the bridge ready, a result, a reply). Generous, because the
+// machine running the tests may be loaded (race detector, 2 shared cores);
+// a test that passes never waits it out.
+const waitLimit = 30 * time.Second
+
 // harness is a whole wxbridge (embedded NATS, bbolt, emulator, bridge)
 // running in-process, as `serve --emulator` runs it.
 type harness struct {
@@ -72,10 +78,10 @@ func startHarness(t *testing.T, dir, rulesSrc string, opts ...func(*serveConfig)
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for !svc.bridge.Ready() {
 		if time.Now().After(deadline) {
-			t.Fatal("bridge not ready after 10s")
+			t.Fatalf("bridge not ready after %s", waitLimit)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -111,7 +117,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func (h *harness) request(subject string, body any, out any) {
 	h.t.Helper()
 	data, _ := json.Marshal(body)
-	msg, err := h.nc.Request(subject, data, 5*time.Second)
+	msg, err := h.nc.Request(subject, data, waitLimit)
 	if err != nil {
 		h.t.Fatalf("request %s: %v", subject, err)
 	}
@@ -157,11 +163,11 @@ func readResults(t *testing.T, nc *nats.Conn, n int) []bridge.Result {
 
 // readStream reads the output stream's messages on subject from the start
 // and keeps reading new ones until enough says the count read is enough
-// (or 20 s pass). reset is called once, before the first message.
+// (or waitLimit passes). reset is called once, before the first message.
 func readStream(t *testing.T, nc *nats.Conn, subject string, enough func(int) bool, each func(jetstream.Msg), reset func()) {
 	t.Helper()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, "WXBRIDGE", jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -162,15 +163,152 @@ func TestEmulateCommand(t *testing.T) {
 	}
 }
 
+// syncBuffer is a bytes.Buffer that a command writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestEmulateWithoutRulesFile runs `wxbridge emulate` in a folder without
+// rules.yaml, as a mini program backend developer would: it starts, prints
+// the test credentials it accepts, and a backend using exactly what was
+// printed gets a token, receives the user's popup event (signed and
+// encrypted with the printed push_token and aes_key) and sends.
+func TestEmulateWithoutRulesFile(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("WXBRIDGE_RULES", "") // restored after the test
+	os.Unsetenv("WXBRIDGE_RULES")
+	got := make(chan pushed, 4)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- pushed{r.URL.Path, r.URL.Query(), body}
+		_, _ = io.WriteString(w, "success")
+	}))
+	defer cb.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout, logs := &syncBuffer{}, &lines{ch: make(chan string, 64)}
+	done := make(chan error, 1)
+	go func() {
+		done <- cmdEmulate(ctx, []string{"--listen", "127.0.0.1:0", "--callback", cb.URL + "/wechat/callback",
+			"--sent-events=false"}, stdout, logs)
+	}()
+	var base string
+	urlRe := regexp.MustCompile(`url=(http://[^ ]+)`)
+	for base == "" {
+		select {
+		case line := <-logs.ch:
+			if strings.Contains(line, "WeChat emulator listening") {
+				base = urlRe.FindStringSubmatch(line)[1]
+			}
+		case err := <-done:
+			t.Fatalf("emulate without rules.yaml stopped: %v", err)
+		}
+	}
+	// The credentials block is written before the listening line.
+	out := stdout.String()
+	printed := func(name string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^  ` + name + ` +(\S+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no %s in the startup output:\n%s", name, out)
+		}
+		return m[1]
+	}
+	secret, pushToken, aesKey := printed("secret"), printed("push_token"), printed("aes_key")
+	appid := regexp.MustCompile(`e\.g\. (wx[0-9a-f]{16})`).FindStringSubmatch(out)
+	if appid == nil || !strings.Contains(out, "not secrets") || !strings.Contains(out, "rules.yaml not found") {
+		t.Fatalf("startup output does not say what it accepts and why:\n%s", out)
+	}
+	// The backend's own appid works as well as the example.
+	const myApp = "wx5f3a1b2c3d4e5f60"
+
+	tokenOf := func(appid, secret string) map[string]any {
+		t.Helper()
+		resp, err := http.Get(base + "/cgi-bin/token?" + url.Values{"grant_type": {"client_credential"}, "appid": {appid}, "secret": {secret}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := tokenOf(appid[1], secret); m["access_token"] == nil {
+		t.Fatalf("token for the printed example appid: %v", m)
+	}
+	if m := tokenOf(myApp, "a-real-secret"); m["errcode"] != float64(40125) {
+		t.Fatalf("token with another secret: %v, want 40125", m)
+	}
+	tok, _ := tokenOf(myApp, secret)["access_token"].(string)
+	if tok == "" {
+		t.Fatal("no token for the backend's own appid with the printed secret")
+	}
+
+	post := func(path, body string) string {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	post("/_dev/subscribe", `{"appid":"`+myApp+`","openid":"o-alice","results":{"tmpl-shipped":"accept"}}`)
+	p := <-got
+	cfg := wechat.PushConfig{AppID: myApp, Token: pushToken, EncodingAESKey: aesKey}
+	opened, err := cfg.Open(p.query, p.body, time.Now(), 5*time.Minute)
+	if err != nil || p.path != "/wechat/callback" {
+		t.Fatalf("push to %s: %v\n%s", p.path, err, p.body)
+	}
+	if len(opened.Subscriptions) != 1 || opened.Subscriptions[0].TemplateID != "tmpl-shipped" || opened.Subscriptions[0].Status != "accept" {
+		t.Fatalf("popup event: %+v", opened)
+	}
+	if r := post("/cgi-bin/message/subscribe/send?access_token="+url.QueryEscape(tok),
+		`{"touser":"o-alice","template_id":"tmpl-shipped","data":{"thing1":{"value":"Acme 订单"}}}`); !strings.Contains(r, `"errcode":0`) {
+		t.Fatalf("send: %s", r)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("emulate after cancel: %v", err)
+	}
+}
+
 func TestEmulateBadFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"emulate", "--push-mode", "aes"},
-		{"emulate", "--push-format", "yaml"},
-		{"emulate", "extra"},
+	missing := filepath.Join(t.TempDir(), "missing-rules.yaml")
+	for _, tt := range []struct {
+		args []string
+		want string // in stderr
+	}{
+		{[]string{"emulate", "--push-mode", "aes"}, "aes"},
+		{[]string{"emulate", "--push-format", "yaml"}, "yaml"},
+		{[]string{"emulate", "extra"}, "extra"},
+		// A rules file that was named must exist: only the default may be missing.
+		{[]string{"emulate", "--listen", "127.0.0.1:0", "--rules", missing}, missing},
 	} {
 		var stderr bytes.Buffer
-		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 {
-			t.Errorf("%v: exit %d, want 2 (%s)", args, code, stderr.String())
+		if code := run(context.Background(), tt.args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: exit %d, want 2 and %q in: %s", tt.args, code, tt.want, stderr.String())
 		}
 	}
 }

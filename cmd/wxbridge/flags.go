@@ -77,6 +77,19 @@ func (f *flags) duration(name, env string, def time.Duration, help string) *time
 	return f.Duration(name, def, help)
 }
 
+// given reports whether the flag was set on the command line or through
+// its environment variable, as opposed to left at its default. Call it
+// after parse.
+func (f *flags) given(name, env string) bool {
+	set := false
+	f.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+	if env != "" {
+		_, inEnv := os.LookupEnv(env)
+		set = set || inEnv
+	}
+	return set
+}
+
 // parse parses args, allowing flags after positional arguments
 // ("publish order.created --data ..."), and returns the positional ones.
 func (f *flags) parse(args []string) ([]string, error) {

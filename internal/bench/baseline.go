@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +28,15 @@ const (
 
 // baseline is the floor the bridge is compared with: JetStream consume →
 // HTTP POST to WeChat → ack, with the bridge's concurrency and nothing
-// else: no rules, no state, no results, no retries.
+// else: no rules, no state, no results, no retries (but the one after a
+// 40001, without which it would not send at all once a token is replaced).
+//
+// It promises that every event is posted once and acked, not that every
+// one is sent: with more workers than users, two events for one user can
+// be posted at the same moment, and WeChat refuses the second with 43108
+// ("concurrent send to the same user"), which the bridge avoids by sending
+// to one openid at a time. The baseline counts such refusals and moves on,
+// as a consumer this minimal would.
 type baseline struct {
 	wx       *fakeWeChat
 	client   *http.Client
@@ -35,11 +45,15 @@ type baseline struct {
 	token atomic.Pointer[string]
 	ok    atomic.Int64 // sends WeChat accepted
 	fails atomic.Int64
+
+	failMu   sync.Mutex
+	failures map[string]int // why sends failed: "errcode 43108", "transport"
 }
 
 func newBaseline(wx *fakeWeChat, inFlight int) *baseline {
 	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 512, IdleConnTimeout: 90 * time.Second}
-	return &baseline{wx: wx, client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, inFlight: inFlight}
+	return &baseline{wx: wx, client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, inFlight: inFlight,
+		failures: map[string]int{}}
 }
 
 // run consumes from the baseline stream until ctx ends.
@@ -109,14 +123,33 @@ func (b *baseline) handle(ctx context.Context, m jetstream.Msg) {
 			_ = b.fetchToken(ctx)
 			continue
 		}
-		if err != nil || code != 0 {
-			b.fails.Add(1)
-		} else {
+		switch {
+		case err != nil:
+			b.fail("transport")
+		case code != 0:
+			b.fail("errcode " + strconv.Itoa(code))
+		default:
 			b.ok.Add(1)
 		}
 		break
 	}
 	_ = m.Ack()
+}
+
+// fail counts a failed send. The reason is counted before the total, which
+// the bench polls, so the reasons are complete once the total is.
+func (b *baseline) fail(reason string) {
+	b.failMu.Lock()
+	b.failures[reason]++
+	b.failMu.Unlock()
+	b.fails.Add(1)
+}
+
+// failureReasons returns a copy of the failure counts by reason.
+func (b *baseline) failureReasons() map[string]int {
+	b.failMu.Lock()
+	defer b.failMu.Unlock()
+	return maps.Clone(b.failures)
 }
 
 func (b *baseline) post(ctx context.Context, body []byte) (int, error) {

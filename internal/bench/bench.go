@@ -627,7 +627,7 @@ func (r *run) runBaseline(ctx context.Context, p plan) error {
 		}
 	}
 	secs := last.Sub(first).Seconds()
-	r.rep.Baseline = &BaselineReport{Sends: len(sends), Failed: int(b.fails.Load()), Seconds: secs,
+	r.rep.Baseline = &BaselineReport{Sends: len(sends), Failed: int(b.fails.Load()), FailedBy: b.failureReasons(), Seconds: secs,
 		SendsPerSec: float64(len(sends)) / secs, ToWeChat: latencyOf(lat), CPUSeconds: selfCPU.Seconds(), NATSCPUSeconds: natsCPU.Seconds()}
 	r.progress("baseline: %d sends in %.2f s (%.0f/s)", len(sends), secs, r.rep.Baseline.SendsPerSec)
 	return nil

@@ -36,8 +36,21 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: lost %d, duplicates %d, %d sends for %d recipients", r.Scenario, r.Lost, r.Duplicates, r.WeChatSends, r.Recipients)
 		}
 	}
-	if steady := reports[0]; steady.Baseline == nil || steady.Baseline.Sends != 300 || steady.SendsPerSec <= 0 {
-		t.Errorf("steady: baseline %+v, %.0f sends/s", steady.Baseline, steady.SendsPerSec)
+	steady := reports[0]
+	if steady.SendsPerSec <= 0 {
+		t.Errorf("steady: %.0f sends/s", steady.SendsPerSec)
+	}
+	// The baseline promises one post per event, not one send: with 64
+	// workers and 20 users, two posts to one user may overlap and WeChat
+	// refuses the second (43108), which the baseline does not retry.
+	// Anything else failing would be a broken baseline.
+	if b := steady.Baseline; b == nil {
+		t.Error("steady: no baseline")
+	} else {
+		refused := b.FailedBy["errcode 43108"]
+		if b.Sends+b.Failed != 300 || b.Failed != refused {
+			t.Errorf("steady baseline: %d sends + %d failed (%v) for 300 events; only 43108 may fail", b.Sends, b.Failed, b.FailedBy)
+		}
 	}
 	if !strings.Contains(table.String(), "bridge-kill") {
 		t.Errorf("table lacks a scenario:\n%s", table.String())

@@ -65,11 +65,15 @@ type Report struct {
 
 // BaselineReport is the minimal consumer's run on the same load.
 type BaselineReport struct {
-	Sends       int     `json:"sends"`
-	Failed      int     `json:"failed"`
-	Seconds     float64 `json:"seconds"`
-	SendsPerSec float64 `json:"sends_per_sec"`
-	ToWeChat    Latency `json:"publish_to_wechat_ms"`
+	Sends  int `json:"sends"`
+	Failed int `json:"failed"`
+	// FailedBy counts the failed sends by reason ("errcode 43108": two
+	// events for one user posted at once, which the baseline does not
+	// prevent; "transport").
+	FailedBy    map[string]int `json:"failed_by,omitempty"`
+	Seconds     float64        `json:"seconds"`
+	SendsPerSec float64        `json:"sends_per_sec"`
+	ToWeChat    Latency        `json:"publish_to_wechat_ms"`
 	// CPUSeconds is the bench process (the consumer, the emulator and the
 	// publisher) while the baseline ran; NATSCPUSeconds the NATS server.
 	CPUSeconds     float64 `json:"cpu_seconds"`
@@ -162,6 +166,10 @@ func PrintTable(w io.Writer, reports []*Report) {
 		if r.Baseline != nil {
 			lines = append(lines, fmt.Sprintf("baseline: %d sends in %.2f s, %.0f sends/s, →WeChat p50/95/99 %s ms; CPU: consumer+emulator %.1f s, NATS %.1f s",
 				r.Baseline.Sends, r.Baseline.Seconds, r.Baseline.SendsPerSec, r.Baseline.ToWeChat, r.Baseline.CPUSeconds, r.Baseline.NATSCPUSeconds))
+			if r.Baseline.Failed > 0 {
+				lines = append(lines, fmt.Sprintf("baseline: %d sends failed %v (it neither retries nor sends to one user at a time)",
+					r.Baseline.Failed, r.Baseline.FailedBy))
+			}
 		}
 		if r.Error != "" {
 			fmt.Fprintf(w, "%s (%s)\n", r.Scenario, r.What)

@@ -223,7 +223,7 @@ func (e *Emulator) devApp(appid string) (*app, error) {
 func (a *app) hasTemplate(id string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.templates[id]; !ok {
+	if _, ok := a.template(id); !ok {
 		return fmt.Errorf("no template %q", id)
 	}
 	return nil

@@ -39,6 +39,11 @@
 // PushMessage and PushRaw push what a test makes; VerifyCallback does the
 // GET echostr check WeChat makes when the URL is configured.
 //
+// Options.AutoApps and AutoTemplates make every appid an app (with one
+// secret and one callback) and every template id a one-time template whose
+// keys are checked by their names, for `wxbridge emulate` without a rules
+// file.
+//
 // SetFaults injects latency, -1 answers, HTTP 500s, dropped connections,
 // lost replies, hung requests, quota exhaustion (45009) and token
 // invalidation. Calls counts the requests per path; Sends lists every

@@ -76,12 +76,32 @@ type Options struct {
 	// for demos without a subscription flow. An explicit reject or ban
 	// still refuses (43101). Default off: one-time templates need credits.
 	AutoSubscribe bool
+	// AutoApps, when set, makes every appid an app, registered on first
+	// use with the secret and callback of AutoApps, for `wxbridge emulate`
+	// without a rules file, where the developer's backend keeps its own
+	// appid. Default nil: an unknown appid gets 40013, as WeChat answers.
+	AutoApps *AppDefaults
+	// AutoTemplates makes a template id an app does not know a one-time
+	// template on its first use (a send, Subscribe, Accept...), titled with
+	// its id and with no keywords registered: each data key is then checked
+	// against the type its name says ("thing1" is a thing). Default off: an
+	// unknown template id gets 40037.
+	AutoTemplates bool
 	// Now is the clock of token and code expiry, rate windows and
 	// timestamps. Default time.Now.
 	Now func() time.Time
 	// Logger hears about pushes (debug when delivered, warn when every try
 	// failed), for people running the emulator by hand. Default: silent.
 	Logger *slog.Logger
+}
+
+// AppDefaults are what Options.AutoApps gives every app it registers.
+type AppDefaults struct {
+	// Secret is every app's appsecret.
+	Secret string
+	// Callback, when its URL is set, is where every app's events are
+	// pushed; see Callback.Validate.
+	Callback Callback
 }
 
 // Emulator is a fake api.weixin.qq.com. It is an http.Handler.
@@ -124,11 +144,13 @@ type app struct {
 	codes     map[string]*loginCode
 	legacy    tokenFamily
 	stable    tokenFamily
-	forceDay  int
-	forces    int
-	lastForce time.Time
-	sendsOK   int
-	callback  *callbackState
+	// autoTemplates: Options.AutoTemplates, read under mu like templates.
+	autoTemplates bool
+	forceDay      int
+	forces        int
+	lastForce     time.Time
+	sendsOK       int
+	callback      *callbackState
 }
 
 // New returns an Emulator with no apps. Call Close when done with it if it
@@ -171,15 +193,53 @@ func (e *Emulator) AddApp(appid, secret string) {
 		a.mu.Unlock()
 		return
 	}
-	e.apps[appid] = &app{appid: appid, secret: secret, templates: map[string]*template{},
-		users: map[string]*user{}, codes: map[string]*loginCode{}}
+	e.apps[appid] = e.newApp(appid, secret)
 }
 
-// app returns the app with appid, or nil.
+func (e *Emulator) newApp(appid, secret string) *app {
+	return &app{appid: appid, secret: secret, templates: map[string]*template{},
+		users: map[string]*user{}, codes: map[string]*loginCode{}, autoTemplates: e.opts.AutoTemplates}
+}
+
+// app returns the app with appid, or nil; with Options.AutoApps it
+// registers one that is not known yet.
 func (e *Emulator) app(appid string) *app {
 	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.apps[appid]
+	a := e.apps[appid]
+	e.mu.RUnlock()
+	if a != nil || e.opts.AutoApps == nil || appid == "" {
+		return a
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a := e.apps[appid]; a != nil {
+		return a // registered meanwhile
+	}
+	a = e.newApp(appid, e.opts.AutoApps.Secret)
+	if cb := e.opts.AutoApps.Callback; cb.URL != "" {
+		st, err := newCallbackState(appid, cb)
+		if err != nil {
+			// Callback.Validate is the place to find this out; the app
+			// still works, without pushes.
+			e.opts.Logger.Warn("no callback for an app the emulator registered", "appid", appid, "err", err)
+		}
+		a.callback = st
+	}
+	e.apps[appid] = a
+	return a
+}
+
+// template returns the app's template id, registering it first with
+// Options.AutoTemplates. The app's lock must be held.
+func (a *app) template(id string) (*template, bool) {
+	t, ok := a.templates[id]
+	if ok || !a.autoTemplates || id == "" {
+		return t, ok
+	}
+	t = compileTemplate(Template{ID: id, Title: id, Kind: OneTime})
+	a.templates[id] = t
+	a.order = append(a.order, id)
+	return t, true
 }
 
 // mustApp is for the methods tests call: an unknown appid is a mistake in

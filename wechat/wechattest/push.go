@@ -138,28 +138,44 @@ func (e *Emulator) SetCallback(appid string, cb Callback) error {
 	a := e.mustApp("SetCallback", appid)
 	var st *callbackState
 	if cb.URL != "" {
-		u, err := url.Parse(cb.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("callback of %s: URL %q: want http(s)://host/...", appid, cb.URL)
-		}
-		st = &callbackState{cfg: cb}
-		if cb.Mode != Plaintext {
-			if st.key, err = wechat.AESKey(cb.EncodingAESKey); err != nil {
-				return fmt.Errorf("callback of %s: %s mode: %w", appid, cb.Mode, err)
-			}
-		}
-		if st.cfg.ToUserName == "" {
-			sum := sha1.Sum([]byte(appid))
-			st.cfg.ToUserName = "gh_" + hex.EncodeToString(sum[:6])
-		}
-		if st.cfg.Timeout <= 0 {
-			st.cfg.Timeout = 5 * time.Second
+		var err error
+		if st, err = newCallbackState(appid, cb); err != nil {
+			return err
 		}
 	}
 	a.mu.Lock()
 	a.callback = st
 	a.mu.Unlock()
 	return nil
+}
+
+// Validate reports what SetCallback would refuse in cb: a URL that is not
+// http(s)://host/..., or, outside plaintext mode, an EncodingAESKey that is
+// not 43 characters of base64.
+func (cb Callback) Validate() error {
+	_, err := newCallbackState("", cb)
+	return err
+}
+
+func newCallbackState(appid string, cb Callback) (*callbackState, error) {
+	u, err := url.Parse(cb.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("callback of %s: URL %q: want http(s)://host/...", appid, cb.URL)
+	}
+	st := &callbackState{cfg: cb}
+	if cb.Mode != Plaintext {
+		if st.key, err = wechat.AESKey(cb.EncodingAESKey); err != nil {
+			return nil, fmt.Errorf("callback of %s: %s mode: %w", appid, cb.Mode, err)
+		}
+	}
+	if st.cfg.ToUserName == "" {
+		sum := sha1.Sum([]byte(appid))
+		st.cfg.ToUserName = "gh_" + hex.EncodeToString(sum[:6])
+	}
+	if st.cfg.Timeout <= 0 {
+		st.cfg.Timeout = 5 * time.Second
+	}
+	return st, nil
 }
 
 // Event types.

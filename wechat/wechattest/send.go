@@ -79,7 +79,7 @@ func (c *call) send() {
 		c.fail(40003, "invalid openid")
 		return
 	}
-	t, ok := a.templates[req.TemplateID]
+	t, ok := a.template(req.TemplateID)
 	if !ok {
 		a.mu.Unlock()
 		c.fail(40037, "invalid template id")

@@ -60,7 +60,7 @@ func (u *user) sub(templateID string) *Subscription {
 func (e *Emulator) appTemplate(method, appid, templateID string) (*app, *template) {
 	a := e.mustApp(method, appid)
 	a.mu.Lock()
-	t, ok := a.templates[templateID]
+	t, ok := a.template(templateID)
 	if !ok {
 		a.mu.Unlock()
 		panic(fmt.Sprintf("wechattest: %s: app %s has no template %q (call AddTemplate first)", method, appid, templateID))
@@ -208,7 +208,7 @@ func (e *Emulator) Subscribe(appid, openid string, results map[string]string) ma
 	a.mu.Lock()
 	kinds := map[Kind]bool{}
 	for _, id := range ids {
-		t, ok := a.templates[id]
+		t, ok := a.template(id)
 		if !ok {
 			a.mu.Unlock()
 			return fail(20001, "No template data return, verify the template id exist")
