@@ -44,6 +44,7 @@ type pullSubscriber struct {
 	outstanding int // asked of the server, not yet arrived or released
 	draining    bool
 	lastSeen    time.Time // last message or status on the inbox
+	requestsEnd time.Time // when the last request sent has surely expired
 	wake        chan struct{}
 	sub         *nats.Subscription
 	out         chan *message.Message
@@ -93,7 +94,8 @@ func deliveryOf(m *message.Message) *delivery {
 
 func newPullSubscriber(cfg pullConfig) *pullSubscriber {
 	if cfg.Expires <= 0 {
-		cfg.Expires = 10 * time.Second
+		// Short, so that what a stopping bridge gives back waits little.
+		cfg.Expires = 5 * time.Second
 	}
 	if cfg.Heartbeat <= 0 || cfg.Heartbeat > cfg.Expires/2 {
 		cfg.Heartbeat = cfg.Expires / 5
@@ -201,10 +203,12 @@ func (s *pullSubscriber) request(force bool) bool {
 	if free < max(1, s.cfg.Max/4) && !(force && s.outstanding == 0) {
 		// A request still out brings events meanwhile; with none out, wait
 		// a moment for company.
+		out := s.outstanding > 0
 		s.mu.Unlock()
-		return s.outstanding > 0
+		return out
 	}
 	s.outstanding += free
+	s.requestsEnd = time.Now().Add(s.cfg.Expires + time.Second)
 	if s.outstanding == free {
 		s.lastSeen = time.Now() // the heartbeat clock starts with the request
 	}
@@ -250,8 +254,8 @@ func (s *pullSubscriber) receive(m *nats.Msg) {
 	s.mu.Unlock()
 	if refuse {
 		// Shutting down, or an event from a request this side had given up
-		// on: back to the server at once, for any bridge.
-		_ = m.Nak()
+		// on: back to the server, for any bridge.
+		s.giveBack(m)
 		return
 	}
 	s.sending.RLock()
@@ -260,7 +264,7 @@ func (s *pullSubscriber) receive(m *nats.Msg) {
 		s.mu.Lock()
 		s.held--
 		s.mu.Unlock()
-		_ = m.Nak()
+		s.giveBack(m)
 		return
 	}
 	d := &delivery{msg: m, meta: meta}
@@ -298,14 +302,15 @@ func (s *pullSubscriber) settle(wm *message.Message, d *delivery) {
 			s.log.Warn("ack event", "stream_seq", d.meta.Sequence.Stream, "err", err)
 		}
 	case <-wm.Nacked():
+		if d.retryAfter < 0 {
+			s.giveBack(d.msg)
+			return
+		}
 		delay := d.retryAfter
 		if delay == 0 && s.cfg.NakDelay != nil {
 			delay = s.cfg.NakDelay(d.meta.NumDelivered)
 		}
 		var err error
-		if delay < 0 {
-			delay = 0
-		}
 		if delay > 0 {
 			err = d.msg.NakWithDelay(delay)
 		} else {
@@ -317,7 +322,26 @@ func (s *pullSubscriber) settle(wm *message.Message, d *delivery) {
 	case <-s.abandon:
 		// Its handler overran the close: give it back now rather than after
 		// the ack wait.
-		_ = d.msg.Nak()
+		s.giveBack(d.msg)
+	}
+}
+
+// giveBack returns an event this subscriber will not handle to the server
+// for any bridge. While requests of its own may still be open at the server
+// the event would come straight back to them (and back, and back, each time
+// counted towards MaxDeliver), so it stays away until they have expired.
+func (s *pullSubscriber) giveBack(m *nats.Msg) {
+	s.mu.Lock()
+	wait := time.Until(s.requestsEnd)
+	s.mu.Unlock()
+	var err error
+	if wait > 0 {
+		err = m.NakWithDelay(wait)
+	} else {
+		err = m.Nak()
+	}
+	if err != nil {
+		s.log.Debug("give back event", "err", err)
 	}
 }
 

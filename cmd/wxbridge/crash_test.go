@@ -331,3 +331,67 @@ func TestCrash(t *testing.T) {
 		})
 	}
 }
+
+// A crash while sends wait their turn (behind another send to the same
+// user) leaves only the send whose request went out in doubt: everything
+// still queued is tried afresh after the restart, under either delivery.
+func TestCrashWithQueuedSends(t *testing.T) {
+	for _, tc := range []struct {
+		name, event string
+		// the in-flight send after the restart: status
+		wantStatus string
+	}{
+		{"at most once", "money.moved", "failed"},
+		{"at least once", "notice.posted", "sent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newCrashRig(t)
+			r.start("")
+			r.users(1, 40) // one user: every send waits for the one before
+			r.stop()
+			// Slow enough that the queue is long when the 3rd send is killed.
+			r.emu.SetFaults(wechattest.Faults{Latency: 100 * time.Millisecond, Paths: []string{wechattest.PathSend}})
+			r.start("after-send=kill@3")
+			const n = 30
+			var ids []string
+			for i := 0; i < n; i++ {
+				id := fmt.Sprintf("q%d", i)
+				ids = append(ids, id)
+				r.publish(tc.event, id, map[string]any{"user_id": "u0", "text": "t", "ref": id})
+			}
+			r.waitKilled()
+			r.emu.SetFaults(wechattest.Faults{})
+			r.start("")
+			got := r.outcomes(ids)
+			inDoubt, sent := 0, 0
+			for _, id := range ids {
+				res := got[id]
+				switch {
+				case res.InDoubt:
+					inDoubt++
+					if res.Status != tc.wantStatus {
+						t.Errorf("%s: the send in flight at the crash ended %s/%s, want %s", id, res.Status, res.Reason, tc.wantStatus)
+					}
+				case res.Status == "sent":
+					sent++
+				default:
+					t.Errorf("%s: %s/%s; a send that was only queued must be tried afresh", id, res.Status, res.Reason)
+				}
+			}
+			if inDoubt != 1 || sent != n-1 {
+				t.Errorf("%d in doubt and %d sent cleanly; want 1 in doubt (the request that went out) and %d sent", inDoubt, sent, n-1)
+			}
+			// WeChat saw each event once, the in-doubt one included (its
+			// request did go out before the crash), plus its resend under
+			// at_least_once.
+			want := n
+			if tc.wantStatus == "sent" {
+				want++
+			}
+			if got := r.sendsPerUser()["o0"]; got != want {
+				t.Errorf("WeChat got %d sends, want %d", got, want)
+			}
+			r.stop()
+		})
+	}
+}
