@@ -19,11 +19,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wxbridge/wxbridge/bridge"
 	"github.com/wxbridge/wxbridge/internal/embednats"
+	"github.com/wxbridge/wxbridge/internal/httpserve"
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
 	"github.com/wxbridge/wxbridge/wechat"
@@ -37,7 +39,10 @@ type serveConfig struct {
 	NATSListen string // client address of the embedded server ("" = in-process only)
 	DataDir    string
 	Listen     string
-	WeChatAPI  string
+	// MaxConns bounds the HTTP connections open at once (default
+	// httpserve.DefaultMaxConns).
+	MaxConns  int
+	WeChatAPI string
 	// WeChatTimeout bounds each WeChat call (default 10 s).
 	WeChatTimeout time.Duration
 	Emulator      bool
@@ -66,6 +71,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.StringVar(&cfg.NATSListen, "nats-listen", envOr("WXBRIDGE_NATS_LISTEN", "127.0.0.1:4222"), "client address of the embedded NATS server; empty for in-process only (env WXBRIDGE_NATS_LISTEN)")
 	f.StringVar(&cfg.DataDir, "data", envOr("WXBRIDGE_DATA", "./data"), "data directory: bbolt file and embedded NATS store (env WXBRIDGE_DATA)")
 	f.StringVar(&cfg.Listen, "listen", envOr("WXBRIDGE_LISTEN", "127.0.0.1:8080"), "HTTP address: callbacks, health, metrics, admin (env WXBRIDGE_LISTEN)")
+	maxConns := f.integer("max-conns", "WXBRIDGE_MAX_CONNS", httpserve.DefaultMaxConns, "HTTP connections open at once; at the bound idle and slow ones make room, else new ones wait (keep well under ulimit -n)")
 	f.StringVar(&cfg.WeChatAPI, "wechat-api", envOr("WXBRIDGE_WECHAT_API", wechat.DefaultBaseURL), "WeChat API base URL (env WXBRIDGE_WECHAT_API)")
 	wxTimeout := f.duration("wechat-timeout", "WXBRIDGE_WECHAT_TIMEOUT", 10*time.Second, "bound on each WeChat call; a call that times out is in doubt")
 	emu := f.boolean("emulator", "WXBRIDGE_EMULATOR", false, "run the WeChat emulator in-process and send to it")
@@ -87,6 +93,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else if len(pos) > 0 {
 		return usagef("unexpected arguments %q", pos)
 	}
+	if *maxConns < 1 {
+		return usagef("--max-conns must be at least 1, not %d", *maxConns)
+	}
+	cfg.MaxConns = *maxConns
 	cfg.Emulator = *emu
 	cfg.WeChatTimeout = *wxTimeout
 	cfg.AdminToken = os.Getenv("WXBRIDGE_ADMIN_TOKEN")
@@ -129,8 +139,8 @@ type service struct {
 	wx     *wechat.Client
 	emu    *wechattest.Emulator
 	bridge *bridge.Bridge
-	ln     net.Listener
-	http   *http.Server
+	ln     net.Listener      // until http owns it
+	http   *httpserve.Server // set by mountHTTP
 }
 
 // startService opens everything serve needs. On error, whatever was opened
@@ -157,13 +167,10 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	mux := http.NewServeMux()
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	apiURL := cfg.WeChatAPI
 	if cfg.Emulator {
 		s.emu = wechattest.New(wechattest.Options{AutoUsers: true})
-		mux.Handle("/emulator/", http.StripPrefix("/emulator", s.emu))
 		apiURL = "http://" + s.ln.Addr().String() + "/emulator"
 		log.Info("WeChat emulator running in-process", "url", apiURL)
 	}
@@ -202,33 +209,65 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	if s.emu != nil && cfg.emulatorSetup != nil {
 		cfg.emulatorSetup(s.emu)
 	}
-	s.mountHTTP(mux)
+	s.mountHTTP()
 	return s, nil
 }
 
+// Limits of the routes on the public listener, from when a request's
+// headers are in (they get httpserve.DefaultReadHeaderTimeout). Every
+// route has a deadline and a body limit, so that clients that send or read
+// slowly cannot hold connections: see httpserve.
+var (
+	// WeChat sends a push of a few hundred bytes at once and waits 5 s
+	// for the answer; Handle has wechat.DefaultPushHandleTimeout.
+	callbackLimits = httpserve.Limits{MaxBody: wechat.DefaultPushMaxBody, Read: 5 * time.Second, Write: 10 * time.Second}
+	// Probes and scrapes take no body; /readyz pings JetStream for up to 2 s.
+	probeLimits  = httpserve.Limits{Write: 5 * time.Second}
+	scrapeLimits = httpserve.Limits{Write: 10 * time.Second}
+	// The admin API only reads (GET), with bbolt scans behind it.
+	adminLimits = httpserve.Limits{Write: 30 * time.Second}
+	// The emulator (--emulator) takes bodies up to its own 1 MiB limit and
+	// may delay its answers (latency faults).
+	emulatorLimits = httpserve.Limits{MaxBody: 1 << 20, Read: 10 * time.Second, Write: time.Minute}
+	// A CPU profile or a trace runs for ?seconds= (a profile 30 by
+	// default) before a byte is written; pprof refuses one longer than the
+	// server-wide httpserve.DefaultWriteTimeout.
+	pprofLimits = httpserve.Limits{Write: httpserve.DefaultWriteTimeout}
+	// The symbol lookup takes addresses in a POST body.
+	pprofSymbolLimits = httpserve.Limits{MaxBody: 1 << 20, Read: 10 * time.Second, Write: 30 * time.Second}
+)
+
 // mountHTTP serves everything on the one listener: WeChat callbacks,
-// health, readiness, metrics and the admin API.
-func (s *service) mountHTTP(mux *http.ServeMux) {
+// health, readiness, metrics and the admin API, each with its limits.
+func (s *service) mountHTTP() {
+	mux := http.NewServeMux()
+	reg := s.bridge.Registry()
+	s.http = httpserve.New(s.ln, mux, httpserve.Config{MaxConns: s.cfg.MaxConns,
+		Registerer: prometheus.WrapRegistererWithPrefix("wxbridge_", reg)})
+	handle := func(pattern string, h http.Handler, l httpserve.Limits) { mux.Handle(pattern, s.http.Route(h, l)) }
+
 	push := &wechat.PushHandler{Config: s.bridge.PushConfig, Handle: s.bridge.HandlePush, Logger: s.log.With("component", "callback")}
-	mux.Handle("/wechat/callback/{app}", push)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	handle("/wechat/callback/{app}", push, callbackLimits)
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }), probeLimits)
+	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.ready(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")
-	})
-	reg := s.bridge.Registry()
+	}), probeLimits)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/v1/", s.bridge.AdminHandler(s.cfg.AdminToken))
+	handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), scrapeLimits)
+	handle("/v1/", s.bridge.AdminHandler(s.cfg.AdminToken), adminLimits)
+	if s.emu != nil {
+		handle("/emulator/", http.StripPrefix("/emulator", s.emu), emulatorLimits)
+	}
 	if os.Getenv("WXBRIDGE_PPROF") == "1" {
 		// Profiles expose internals: only when asked for (wxbridge bench --profile).
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		handle("/debug/pprof/", http.HandlerFunc(pprof.Index), pprofLimits)
+		handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile), pprofLimits)
+		handle("/debug/pprof/symbol", http.HandlerFunc(pprof.Symbol), pprofSymbolLimits)
+		handle("/debug/pprof/trace", http.HandlerFunc(pprof.Trace), pprofLimits)
 	}
 }
 
@@ -352,7 +391,7 @@ func (s *service) run(ctx context.Context) error {
 	defer s.close()
 	httpErr := make(chan error, 1)
 	go func() {
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err
 		}
 		close(httpErr)
