@@ -89,6 +89,8 @@ type crashRig struct {
 	child    *exec.Cmd
 	exited   chan error
 	nc       *nats.Conn
+	// stderr, if set, also receives what the child logs.
+	stderr io.Writer
 }
 
 func freeAddr(t *testing.T) string {
@@ -126,6 +128,9 @@ func (r *crashRig) start(failpoints string) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(args), "WXBRIDGE_FAILPOINTS="+failpoints, "WXBRIDGE_LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = io.Discard, testWriter{r.t}
+	if r.stderr != nil {
+		cmd.Stderr = io.MultiWriter(testWriter{r.t}, r.stderr)
+	}
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}

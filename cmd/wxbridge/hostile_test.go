@@ -143,6 +143,9 @@ func TestHostileEvents(t *testing.T) {
 	h.waitResults(func(rs []bridge.Result) bool {
 		got = map[string][]string{}
 		for _, r := range rs {
+			if r.Status == "delivered" || r.Status == "undelivered" {
+				continue // WeChat's receipts come when they come
+			}
 			got[r.EventID] = append(got[r.EventID], r.Status+"/"+r.Reason)
 		}
 		for _, c := range cases {
