@@ -33,25 +33,28 @@ func (db *DB) Bind(ctx context.Context, b Binding) (moved *Binding, err error) {
 		b.BoundAt = db.now().UTC()
 	}
 	err = db.update(ctx, func(tx *bolt.Tx) error {
-		moved = nil
 		bindings, openids := tx.Bucket(bucketBindings), tx.Bucket(bucketOpenIDs)
 		okey := key(b.App, b.OpenID)
-		if prev := openids.Get(okey); prev != nil && string(prev) != b.UserID {
-			var old Binding
-			if _, err := getRecord(bindings, key(string(prev), b.App), &old); err != nil {
-				return err
-			}
-			old.App, old.UserID = b.App, string(prev)
-			moved = &old
-			if err := bindings.Delete(key(string(prev), b.App)); err != nil {
+		var cur, prev Binding
+		hasUser, err := getRecord(bindings, key(b.UserID, b.App), &cur)
+		if err != nil {
+			return err
+		}
+		owner := string(openids.Get(okey))
+		if owner != "" && owner != b.UserID {
+			if _, err := getRecord(bindings, key(owner, b.App), &prev); err != nil {
 				return err
 			}
 		}
-		var cur Binding
-		if found, err := getRecord(bindings, key(b.UserID, b.App), &cur); err != nil {
-			return err
-		} else if found && cur.OpenID != b.OpenID {
-			if err := openids.Delete(key(b.App, cur.OpenID)); err != nil {
+		d := DecideBind(b, cur, hasUser, owner, prev)
+		moved = d.Moved
+		if d.Moved != nil {
+			if err := bindings.Delete(key(d.Moved.UserID, b.App)); err != nil {
+				return err
+			}
+		}
+		if d.DropOpenID != "" {
+			if err := openids.Delete(key(b.App, d.DropOpenID)); err != nil {
 				return err
 			}
 		}

@@ -135,89 +135,11 @@ func (db *DB) applyChangeTx(tx *bolt.Tx, ch SubscriptionChange, now time.Time) (
 	}
 	before := s
 	before.Unpaired = append([]AcceptMark(nil), s.Unpaired...)
-	applyChange(&s, ch, now)
+	ApplyChange(&s, ch, now)
 	if sameSubscription(before, s) {
 		return s, nil
 	}
 	return s, db.saveSubscription(tx, s)
-}
-
-func applyChange(s *Subscription, ch SubscriptionChange, now time.Time) {
-	if ch.Kind != "" {
-		s.Kind = ch.Kind
-	}
-	if s.Kind == "" {
-		s.Kind = KindOneTime
-	}
-	// Forget accepts too old to pair with anything.
-	kept := s.Unpaired[:0]
-	for _, m := range s.Unpaired {
-		if now.Sub(m.At) <= ReconcileWindow {
-			kept = append(kept, m)
-		}
-	}
-	s.Unpaired = kept
-
-	switch ch.Status {
-	case StatusAccept:
-		s.Status = StatusAccept
-		if s.Kind == KindLongTerm {
-			break
-		}
-		if i := twin(s.Unpaired, ch); i >= 0 {
-			s.Unpaired = append(s.Unpaired[:i], s.Unpaired[i+1:]...)
-			return // the same accept, heard twice: no new credit, source stays
-		}
-		s.Credits++
-		if ch.Source == SourcePopup || ch.Source == SourceClient {
-			s.Unpaired = append(s.Unpaired, AcceptMark{Source: ch.Source, At: ch.At})
-		}
-	case StatusReject, StatusBan:
-		s.Status = ch.Status
-		s.Credits = 0
-		s.Unpaired = nil
-	}
-	s.Source = ch.Source
-	s.UpdatedAt = now.UTC()
-}
-
-// twin finds the unpaired accept from the other channel that ch repeats.
-func twin(marks []AcceptMark, ch SubscriptionChange) int {
-	other := ""
-	switch ch.Source {
-	case SourcePopup:
-		other = SourceClient
-	case SourceClient:
-		other = SourcePopup
-	default:
-		return -1
-	}
-	best, bestGap := -1, ReconcileWindow+1
-	for i, m := range marks {
-		if m.Source != other {
-			continue
-		}
-		gap := ch.At.Sub(m.At)
-		if gap < 0 {
-			gap = -gap
-		}
-		if gap <= ReconcileWindow && gap < bestGap {
-			best, bestGap = i, gap
-		}
-	}
-	return best
-}
-
-func sameSubscription(a, b Subscription) bool {
-	if a.Status != b.Status || a.Kind != b.Kind || a.Credits != b.Credits || len(a.Unpaired) != len(b.Unpaired) {
-		return false
-	}
-	for i := range a.Unpaired {
-		if a.Unpaired[i] != b.Unpaired[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Subscription returns the ledger entry for one user and template.
@@ -270,18 +192,4 @@ func (db *DB) saveSubscription(tx *bolt.Tx, s Subscription) error {
 		return nil
 	}
 	return appendOutbox(tx, db.ledgerHook(s)...)
-}
-
-// adjustCredit applies a send's effect on the ledger inside tx.
-func (db *DB) adjustCredit(tx *bolt.Tx, app, openid, templateID string, fn func(*Subscription) bool, source string) error {
-	s, _, err := db.loadSubscription(tx, app, openid, templateID)
-	if err != nil {
-		return err
-	}
-	if !fn(&s) {
-		return nil
-	}
-	s.Source = source
-	s.UpdatedAt = db.now().UTC()
-	return db.saveSubscription(tx, s)
 }

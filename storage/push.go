@@ -113,10 +113,10 @@ func (db *DB) recordDeliveryTx(tx *bolt.Tx, d Delivery, announce func(SendRecord
 	if err != nil || !found {
 		return rec, false, err
 	}
-	if rec.Delivery == d.Status {
+	if !DeliveryChanges(rec, d) {
 		return rec, true, nil
 	}
-	applyDelivery(&rec, d, db.now())
+	ApplyDelivery(&rec, d, db.now())
 	if err := putRecord(tx.Bucket(bucketSends), k, &rec); err != nil {
 		return rec, false, err
 	}
@@ -128,22 +128,15 @@ func (db *DB) recordDeliveryTx(tx *bolt.Tx, d Delivery, announce func(SendRecord
 	return rec, true, nil
 }
 
-func applyDelivery(rec *SendRecord, d Delivery, now time.Time) {
-	rec.Delivery = d.Status
-	rec.DeliveryCode, rec.DeliveryMsg = d.ErrCode, d.ErrMsg
-	rec.UpdatedAt = now.UTC()
-}
-
-// takeOrphan returns (and forgets) a delivery report that arrived before
-// the send it reports on was recorded.
-func takeOrphan(tx *bolt.Tx, msgid string) (Delivery, bool, error) {
-	b := tx.Bucket(bucketOrphans)
+// loadOrphan returns a delivery report that arrived before the send it
+// reports on was recorded.
+func loadOrphan(tx *bolt.Tx, msgid string) (Delivery, bool, error) {
 	var o orphan
-	found, err := getJSON(b, []byte(msgid), &o)
+	found, err := getJSON(tx.Bucket(bucketOrphans), []byte(msgid), &o)
 	if err != nil || !found {
 		return Delivery{}, false, err
 	}
-	return o.Delivery, true, b.Delete([]byte(msgid))
+	return o.Delivery, true, nil
 }
 
 // timeOf decodes a value written by u64(UnixNano).

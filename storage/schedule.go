@@ -31,20 +31,17 @@ func (db *DB) Defer(ctx context.Context, rec SendRecord, due time.Time, payload 
 		if err != nil {
 			return err
 		}
-		if found && (Final(cur.State) || cur.State == StateDeferred) {
+		now := db.now().UTC()
+		next, save := DecideDefer(cur, found, rec, now)
+		if !save {
 			return nil
 		}
-		now := db.now().UTC()
 		if !found {
-			rec.CreatedAt = now
 			if err := tx.Bucket(bucketSendsTime).Put(timeKey(now, rec.Key), nil); err != nil {
 				return err
 			}
-		} else {
-			rec.CreatedAt, rec.Attempts = cur.CreatedAt, cur.Attempts
 		}
-		rec.State, rec.UpdatedAt, rec.Owner = StateDeferred, now, ""
-		if err := putRecord(sends, []byte(rec.Key), &rec); err != nil {
+		if err := putRecord(sends, []byte(rec.Key), &next); err != nil {
 			return err
 		}
 		ok = true

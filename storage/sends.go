@@ -62,6 +62,10 @@ type SendRecord struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	// Rev is the record's revision in a backend that writes conditionally
+	// (JetStream KV): not stored, set when read.
+	Rev uint64 `json:"-"`
 }
 
 // SendKey is the idempotency key of one (event, rule, recipient).
@@ -83,6 +87,9 @@ const (
 	// finished (its process died, or it failed to record the outcome), and
 	// the caller did not ask to resend. Nothing was changed.
 	InDoubt
+	// Busy: another bridge, alive, has the record pending: its attempt is
+	// under way. Nothing was changed; try again later.
+	Busy
 	// NoCredit: the ledger does not allow the send. Nothing was changed; the
 	// reason is in Result.Reason.
 	NoCredit
@@ -139,114 +146,77 @@ type ReserveResult struct {
 func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, error) {
 	var res ReserveResult
 	err := db.update(ctx, func(tx *bolt.Tx) error {
-		res = ReserveResult{}
 		sends := tx.Bucket(bucketSends)
 		k := []byte(req.Record.Key)
-		var rec SendRecord
-		found, err := getRecord(sends, k, &rec)
-		if err != nil {
+		now := db.now().UTC()
+		var st ReserveState
+		var err error
+		if st.Found, err = getRecord(sends, k, &st.Record); err != nil {
 			return err
 		}
-		now := db.now().UTC()
-		switch {
-		case found && Final(rec.State):
-			res = ReserveResult{Outcome: AlreadyFinal, Record: rec}
+		if req.DedupeKey != "" {
+			st.DedupeAt = timeOf(tx.Bucket(bucketDedupe).Get([]byte(req.DedupeKey)))
+		}
+		if req.CapKey != "" {
+			st.CapCount = countCap(tx.Bucket(bucketCaps), req.CapKey, now.Add(-req.CapPer))
+		}
+		if req.CheckCredit {
+			rec := req.Record
+			if st.Found {
+				rec = st.Record
+			}
+			if st.Sub, _, err = db.loadSubscription(tx, rec.App, rec.OpenID, rec.TemplateID); err != nil {
+				return err
+			}
+		}
+		// One process per database: a pending record of another incarnation
+		// was left by one that died.
+		d := DecideReserve(st, req, now, nil)
+		res = d.Result
+		if !d.Write {
 			return nil
-		case found && rec.State == StatePending:
-			if !req.ResendInDoubt {
-				res = ReserveResult{Outcome: InDoubt, Record: rec}
-				return nil
-			}
-			// The credit the dead process took stays taken: it pays for this
-			// attempt.
-			rec.InDoubt = true
-			rec.Owner = req.Owner
-			rec.Attempts++
-			rec.UpdatedAt = now
-			res = ReserveResult{Outcome: Reserved, Record: rec}
-			return putRecord(sends, k, &rec)
-		case !found:
-			rec = req.Record
-			rec.CreatedAt = now
 		}
-		// A new record, or one whose last attempt failed transiently (or
-		// that waited in the schedule). Decide on reads; write only once
-		// everything allows the send.
-		dedupe, capped := tx.Bucket(bucketDedupe), tx.Bucket(bucketCaps)
-		if req.DedupeKey != "" {
-			if t := dedupe.Get([]byte(req.DedupeKey)); t != nil && now.Sub(timeOf(t)) < req.DedupeWindow {
-				res = ReserveResult{Outcome: Suppressed, Record: rec, Reason: ReasonDuplicate}
-				return nil
-			}
-		}
-		if req.CapKey != "" {
-			p := capPrefix(req.CapKey)
-			n := 0
-			c := capped.Cursor()
-			for k, _ := c.Seek(append(p, u64(uint64(now.Add(-req.CapPer).UnixNano()))...)); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-				n++
-			}
-			if n >= req.CapMax {
-				res = ReserveResult{Outcome: Suppressed, Record: rec, Reason: ReasonRateCapped}
-				return nil
-			}
-		}
-		var sub *Subscription
-		if req.CheckCredit && !rec.CreditTaken {
-			s, _, err := db.loadSubscription(tx, rec.App, rec.OpenID, rec.TemplateID)
-			if err != nil {
+		rec := &res.Record
+		if d.Sub != nil {
+			if err := db.saveSubscription(tx, *d.Sub); err != nil {
 				return err
 			}
-			if req.Kind != "" {
-				s.Kind = req.Kind
-			}
-			if ok, reason := s.Usable(); !ok {
-				res = ReserveResult{Outcome: NoCredit, Record: rec, Reason: reason}
-				return nil
-			}
-			if s.Kind != KindLongTerm {
-				sub = &s
-			}
 		}
-		if sub != nil {
-			sub.Credits--
-			sub.Source = SourceSend
-			sub.UpdatedAt = now
-			if err := db.saveSubscription(tx, *sub); err != nil {
+		if d.MarkDedupe {
+			if err := tx.Bucket(bucketDedupe).Put([]byte(req.DedupeKey), u64(uint64(now.UnixNano()))); err != nil {
 				return err
 			}
-			rec.CreditTaken = true
 		}
-		if req.DedupeKey != "" {
-			if err := dedupe.Put([]byte(req.DedupeKey), u64(uint64(now.UnixNano()))); err != nil {
-				return err
-			}
-			rec.DedupeMark = req.DedupeKey
-		}
-		if req.CapKey != "" {
+		if d.MarkCap {
 			mark := append(capPrefix(req.CapKey), u64(uint64(now.UnixNano()))...)
 			mark = append(mark, rec.Key...)
-			if err := capped.Put(mark, nil); err != nil {
+			if err := tx.Bucket(bucketCaps).Put(mark, nil); err != nil {
 				return err
 			}
 			rec.CapMark = string(mark)
 		}
-		rec.State = StatePending
-		rec.Owner = req.Owner
-		rec.Attempts++
-		rec.UpdatedAt = now
-		res = ReserveResult{Outcome: Reserved, Record: rec}
-		if !found {
+		if d.Created {
 			if err := tx.Bucket(bucketSendsTime).Put(timeKey(now, rec.Key), nil); err != nil {
 				return err
 			}
 		}
-		return putRecord(sends, k, &rec)
+		return putRecord(sends, k, rec)
 	})
 	if err != nil {
 		return ReserveResult{}, fmt.Errorf("reserve send %s: %w", printable([]byte(req.Record.Key)), err)
 	}
 	return res, nil
+}
+
+// countCap counts the cap entries of capKey made since since.
+func countCap(b *bolt.Bucket, capKey string, since time.Time) int {
+	p := capPrefix(capKey)
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.Seek(append(p, u64(uint64(since.UnixNano()))...)); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 // CreditEffect is what an outcome does to the credit a record holds.
@@ -291,109 +261,63 @@ func (db *DB) complete(ctx context.Context, rec SendRecord, effect CreditEffect,
 		if err != nil {
 			return err
 		}
-		if found && Final(cur.State) {
-			saved, applied = cur, false
-			if eventDone {
-				return putEventDone(tx, cur.EventID, cur.EventType, now)
-			}
-			return nil
-		}
-		if eventDone && Final(rec.State) {
-			if err := putEventDone(tx, rec.EventID, rec.EventType, now); err != nil {
+		var sub Subscription
+		if NeedsLedger(cur, found, effect) {
+			if sub, _, err = db.loadSubscription(tx, rec.App, rec.OpenID, rec.TemplateID); err != nil {
 				return err
 			}
 		}
-		next := rec
-		if found {
-			next.CreatedAt = cur.CreatedAt
-			next.CreditTaken = cur.CreditTaken
-			next.InDoubt = cur.InDoubt || rec.InDoubt
-			if next.Attempts < cur.Attempts {
-				next.Attempts = cur.Attempts
+		var orphan *Delivery
+		if rec.MsgID != "" {
+			if o, ok, err := loadOrphan(tx, rec.MsgID); err != nil {
+				return err
+			} else if ok {
+				orphan = &o
 			}
-		} else {
-			next.CreatedAt = now
+		}
+		d := DecideComplete(cur, found, rec, effect, sub, orphan, now)
+		saved, applied = d.Record, d.Applied
+		if eventDone && Final(d.Record.State) && (d.Applied || found) {
+			if err := putEventDone(tx, d.Record.EventID, d.Record.EventType, now); err != nil {
+				return err
+			}
+		}
+		if !d.Applied {
+			return nil
+		}
+		if d.Created {
 			if err := tx.Bucket(bucketSendsTime).Put(timeKey(now, rec.Key), nil); err != nil {
 				return err
 			}
 		}
-		next.UpdatedAt = now
-		if Final(next.State) || next.State == StateRetry {
-			next.Owner = ""
-		}
-		if found {
-			next.DedupeMark, next.CapMark = cur.DedupeMark, cur.CapMark
-		}
-		if next.State != StateSent && next.State != StatePending {
-			// Nothing went out: a later send may take the policy slots.
-			if err := releaseMarks(tx, &next); err != nil {
-				return err
-			}
-		}
-		switch effect {
-		case RefundCredit:
-			if next.CreditTaken {
-				next.CreditTaken = false
-				err = db.adjustCredit(tx, next.App, next.OpenID, next.TemplateID, func(s *Subscription) bool {
-					if s.Status != StatusAccept || s.Kind == KindLongTerm {
-						return false // a reject since then ended the subscription
-					}
-					s.Credits++
-					return true
-				}, SourceRefund)
-			}
-		case ZeroCredits:
-			next.CreditTaken = false
-			err = db.adjustCredit(tx, next.App, next.OpenID, next.TemplateID, func(s *Subscription) bool {
-				if s.Kind == KindLongTerm {
-					if s.Status == StatusReject {
-						return false
-					}
-					s.Status = StatusReject
-					return true
-				}
-				if s.Credits == 0 && len(s.Unpaired) == 0 {
-					return false
-				}
-				s.Credits = 0
-				s.Unpaired = nil
-				return true
-			}, SourceWeChat)
-		}
-		if err != nil {
+		if err := releaseMarks(tx, d.ReleaseDedupe, d.ReleaseCap); err != nil {
 			return err
 		}
-		var late *SendRecord // the record with a delivery report that came first
-		if next.MsgID != "" {
-			if err := tx.Bucket(bucketMsgIDs).Put([]byte(next.MsgID), k); err != nil {
+		if d.Sub != nil {
+			if err := db.saveSubscription(tx, *d.Sub); err != nil {
 				return err
 			}
-			d, ok, err := takeOrphan(tx, next.MsgID)
-			if err != nil {
+		}
+		if d.Record.MsgID != "" {
+			if err := tx.Bucket(bucketMsgIDs).Put([]byte(d.Record.MsgID), k); err != nil {
 				return err
 			}
-			if ok {
-				delivered := next
-				applyDelivery(&delivered, d, now)
-				late = &delivered
+		}
+		if d.TookOrphan {
+			if err := tx.Bucket(bucketOrphans).Delete([]byte(d.Record.MsgID)); err != nil {
+				return err
 			}
 		}
-		stored := next
-		if late != nil {
-			stored = *late
-		}
-		if err := putRecord(sends, k, &stored); err != nil {
+		if err := putRecord(sends, k, &d.Record); err != nil {
 			return err
 		}
-		saved, applied = stored, true
 		if build == nil {
 			return nil
 		}
-		if err := appendOutbox(tx, build(next)...); err != nil {
-			return err
-		}
-		if late != nil {
-			return appendOutbox(tx, build(*late)...)
+		for _, r := range d.Announce {
+			if err := appendOutbox(tx, build(r)...); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -487,18 +411,16 @@ func capTime(k []byte) (time.Time, bool) {
 	return timeOf(k[n : n+8]), true
 }
 
-func releaseMarks(tx *bolt.Tx, rec *SendRecord) error {
-	if rec.DedupeMark != "" {
-		if err := tx.Bucket(bucketDedupe).Delete([]byte(rec.DedupeMark)); err != nil {
+func releaseMarks(tx *bolt.Tx, dedupe, capMark string) error {
+	if dedupe != "" {
+		if err := tx.Bucket(bucketDedupe).Delete([]byte(dedupe)); err != nil {
 			return err
 		}
-		rec.DedupeMark = ""
 	}
-	if rec.CapMark != "" {
-		if err := tx.Bucket(bucketCaps).Delete([]byte(rec.CapMark)); err != nil {
+	if capMark != "" {
+		if err := tx.Bucket(bucketCaps).Delete([]byte(capMark)); err != nil {
 			return err
 		}
-		rec.CapMark = ""
 	}
 	return nil
 }
