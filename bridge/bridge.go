@@ -2,8 +2,6 @@ package bridge
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,39 +26,6 @@ type WeChat interface {
 	Ready(ctx context.Context, app string) error
 	Send(ctx context.Context, app string, m wechat.Message) (msgid string, err error)
 	Code2Session(ctx context.Context, app, code string) (wechat.Session, error)
-}
-
-// Store is the state the bridge keeps. *storage.DB satisfies it.
-type Store interface {
-	sendStore
-	directory
-	outboxStore
-}
-
-// sendStore guards sends: reservations, outcomes, events done.
-type sendStore interface {
-	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
-	Complete(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
-	CompleteEvent(ctx context.Context, rec storage.SendRecord, effect storage.CreditEffect, build func(storage.SendRecord) []storage.OutboxMessage) (storage.SendRecord, bool, error)
-	Send(ctx context.Context, key string) (storage.SendRecord, bool, error)
-	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
-	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
-	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
-}
-
-// directory answers who is who: bindings and roles.
-type directory interface {
-	Bind(ctx context.Context, b storage.Binding) (*storage.Binding, error)
-	Binding(ctx context.Context, app, userID string) (storage.Binding, bool, error)
-	RoleMembers(ctx context.Context, role, scope string) ([]storage.RoleGrant, error)
-}
-
-// outboxStore is the queue of messages to publish.
-type outboxStore interface {
-	Outbox(ctx context.Context, after uint64, max int) ([]storage.OutboxEntry, error)
-	ForgetOutbox(seqs ...uint64)
-	OutboxReady() <-chan struct{}
-	Enqueue(ctx context.Context, msgs ...storage.OutboxMessage) error
 }
 
 // Config configures a Bridge. Zero fields take the defaults in
@@ -239,9 +204,6 @@ type Bridge struct {
 	cfg   Config
 	log   *slog.Logger
 	rules atomic.Pointer[rules.Set]
-	// owner identifies this process incarnation in pending send records: a
-	// pending record with another owner was left by a process that died.
-	owner string
 
 	sends    chan struct{} // semaphore of concurrent WeChat calls
 	openids  keyedMutex    // one send at a time per openid (WeChat answers 43108 otherwise)
@@ -261,8 +223,6 @@ type Bridge struct {
 
 	jsOnce sync.Once
 	jsCtx  jetstream.JetStream
-
-	scheduleWake chan struct{}
 }
 
 // New checks cfg and returns a Bridge with no rules; set them with SetRules.
@@ -271,12 +231,10 @@ func New(cfg Config) (*Bridge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bridge config: %w", err)
 	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	b := &Bridge{cfg: cfg, log: cfg.Logger, owner: hex.EncodeToString(id[:]),
+	b := &Bridge{cfg: cfg, log: cfg.Logger,
 		sends: make(chan struct{}, cfg.MaxSends), tasks: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
 		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
-		scheduleWake: make(chan struct{}, 1), repeats: newRepeatLimiter(time.Minute, cfg.Now)}
+		repeats: newRepeatLimiter(time.Minute, cfg.Now)}
 	b.rules.Store(&rules.Set{})
 	return b, nil
 }
@@ -406,13 +364,11 @@ func (b *Bridge) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if ex, ok := b.cfg.Store.(expirer); ok {
-			st, err := ex.Expire(ctx, b.cfg.Retention)
-			if err != nil && ctx.Err() == nil {
-				b.log.Warn("expire old records", "err", err)
-			} else if st.Sends+st.Pushes+st.Dedupe+st.Caps > 0 {
-				b.log.Info("expired old records", "sends", st.Sends, "pushes", st.Pushes, "dedupe", st.Dedupe, "caps", st.Caps)
-			}
+		st, err := b.cfg.Store.Expire(ctx, b.cfg.Retention)
+		if err != nil && ctx.Err() == nil {
+			b.log.Warn("expire old records", "err", err)
+		} else if st.Sends+st.Pushes+st.Dedupe+st.Caps > 0 {
+			b.log.Info("expired old records", "sends", st.Sends, "pushes", st.Pushes, "dedupe", st.Dedupe, "caps", st.Caps)
 		}
 		select {
 		case <-ctx.Done():
@@ -420,8 +376,4 @@ func (b *Bridge) sweep(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-type expirer interface {
-	Expire(ctx context.Context, r storage.Retention) (storage.ExpireStats, error)
 }

@@ -16,13 +16,6 @@ import (
 	"github.com/wxbridge/wxbridge/wechat"
 )
 
-// commandStore is what the command handlers change.
-type commandStore interface {
-	Unbind(ctx context.Context, app, userID string) (bool, error)
-	UpdateRoles(ctx context.Context, userID string, grant, revoke []storage.Role) error
-	ApplySubscription(ctx context.Context, ch storage.SubscriptionChange) (storage.Subscription, error)
-}
-
 // BindRequest is the body of wxbridge.cmd.bind.
 type BindRequest struct {
 	App     string `json:"app"`
@@ -133,14 +126,6 @@ func (b *Bridge) serveCommands() (stop func(), err error) {
 	return stop, nil
 }
 
-func (b *Bridge) commands() (commandStore, error) {
-	cs, ok := b.cfg.Store.(commandStore)
-	if !ok {
-		return nil, errors.New("the store cannot change bindings, roles or subscriptions")
-	}
-	return cs, nil
-}
-
 func (b *Bridge) cmdBind(ctx context.Context, data []byte) any {
 	var req BindRequest
 	if err := json.Unmarshal(data, &req); err != nil {
@@ -216,11 +201,7 @@ func (b *Bridge) cmdUnbind(ctx context.Context, data []byte) any {
 	if err := checkFields(field{"user_id", req.UserID, MaxUserIDBytes}); err != nil {
 		return BindReply{Error: "unbind: " + err.Error()}
 	}
-	cs, err := b.commands()
-	if err != nil {
-		return BindReply{Error: err.Error()}
-	}
-	found, err := cs.Unbind(ctx, req.App, req.UserID)
+	found, err := b.cfg.Store.Unbind(ctx, req.App, req.UserID)
 	if err != nil {
 		return BindReply{Error: err.Error()}
 	}
@@ -242,11 +223,7 @@ func (b *Bridge) cmdRoles(ctx context.Context, data []byte) any {
 	if err := checkFields(fields...); err != nil {
 		return OKReply{Error: "roles: " + err.Error()}
 	}
-	cs, err := b.commands()
-	if err != nil {
-		return OKReply{Error: err.Error()}
-	}
-	if err := cs.UpdateRoles(ctx, req.UserID, req.Grant, req.Revoke); err != nil {
+	if err := b.cfg.Store.UpdateRoles(ctx, req.UserID, req.Grant, req.Revoke); err != nil {
 		return OKReply{Error: err.Error()}
 	}
 	return OKReply{OK: true}
@@ -285,10 +262,6 @@ func (b *Bridge) cmdSubscriptions(ctx context.Context, data []byte) any {
 	if err := checkFields(fields...); err != nil {
 		return SubscriptionsReply{Error: "subscriptions: " + err.Error()}
 	}
-	cs, err := b.commands()
-	if err != nil {
-		return SubscriptionsReply{Error: err.Error()}
-	}
 	openid := req.OpenID
 	if openid == "" {
 		if req.UserID == "" {
@@ -322,7 +295,7 @@ func (b *Bridge) cmdSubscriptions(ctx context.Context, data []byte) any {
 			reply.Ignored[id] = req.Results[id]
 			continue
 		}
-		sub, err := cs.ApplySubscription(ctx, storage.SubscriptionChange{App: req.App, OpenID: openid, TemplateID: id,
+		sub, err := b.cfg.Store.ApplySubscription(ctx, storage.SubscriptionChange{App: req.App, OpenID: openid, TemplateID: id,
 			Status: status, Kind: b.templateKind(req.App, id), Source: storage.SourceClient, At: at})
 		if err != nil {
 			return SubscriptionsReply{Error: err.Error()}

@@ -65,6 +65,10 @@ func retryAtOf(err error) time.Time {
 	return time.Time{}
 }
 
+// errEventDone: the only recipient's lookup found the event fully handled
+// before (a republication): it is reported as a duplicate.
+var errEventDone = errors.New("event already handled")
+
 // retryLater nacks an event some of whose recipients will be retried.
 type retryLater struct{ pending int }
 
@@ -130,9 +134,7 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 	defer b.inflight.Delete(ev.key)
 	log := evlog{l: b.log, ev: ev}
 
-	if _, done, err := b.cfg.Store.EventDone(ctx, ev.key); err != nil {
-		return "", err
-	} else if done {
+	duplicate := func() (string, error) {
 		return "duplicate", b.reportDuplicates(ctx, ev, strconv.FormatUint(raw.streamSeq, 10)+"."+strconv.FormatUint(raw.delivered, 10))
 	}
 	matched := b.rules.Load().Match(ev.Event)
@@ -144,14 +146,25 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 	if err != nil {
 		return "", err
 	}
+	if len(tasks) > 1 || tasks[0].preset != nil || tasks[0].renderErr != nil {
+		// A recipient with a lookup of its own asks there; others ask first.
+		if _, done, err := b.cfg.Store.EventDone(ctx, ev.key); err != nil {
+			return "", err
+		} else if done {
+			return duplicate()
+		}
+	}
 	if len(tasks) == 1 {
-		// The common case runs in this goroutine, and its outcome and the
-		// event's completion share a transaction.
+		// The common case runs in this goroutine: one lookup also says
+		// whether the event was handled before, and its outcome and the
+		// event's completion share a write.
 		tasks[0].last = true
 		b.tasks <- struct{}{}
 		final, err := b.deliver(ctx, log, ev, tasks[0])
 		<-b.tasks
 		switch {
+		case errors.Is(err, errEventDone):
+			return duplicate()
 		case err != nil:
 			return "", err
 		case !final:

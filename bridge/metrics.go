@@ -20,7 +20,8 @@ type metrics struct {
 	configErrs  *prometheus.CounterVec // app, errcode: the ones an operator must fix
 	pushes      *prometheus.CounterVec // app, event, outcome
 	deferred    prometheus.Counter
-	outboxFails prometheus.Counter
+	outboxFails  prometheus.Counter
+	scheduleErrs prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,9 +49,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Sends deferred to the end of quiet hours."}),
 		outboxFails: prometheus.NewCounter(prometheus.CounterOpts{Name: "wxbridge_outbox_publish_failures_total",
 			Help: "Failed attempts to publish queued results (they are retried)."}),
+		scheduleErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "wxbridge_schedule_errors_total",
+			Help: "Failures to read, run or settle deferred sends (the work stays in the schedule and is retried)."}),
 	}
 	reg.MustRegister(m.events, m.results, m.wechat, m.retries, m.dead, m.inFlight, m.sending, m.configErrs, m.pushes,
-		m.deferred, m.outboxFails)
+		m.deferred, m.outboxFails, m.scheduleErrs)
 	return m
 }
 

@@ -11,11 +11,6 @@ import (
 	"github.com/wxbridge/wxbridge/wechat"
 )
 
-// pushStore applies WeChat pushes.
-type pushStore interface {
-	ApplyPush(ctx context.Context, p storage.PushChanges) (storage.PushResult, error)
-}
-
 // PushConfig gives the push settings of an app named in the rules, for
 // wechat.PushHandler. An app without a push token has no callback; one
 // with an aes_key takes only encrypted pushes unless its
@@ -53,10 +48,6 @@ func (b *Bridge) warnPushSecurity(s *rules.Set) {
 // subscription popups and changes go to the ledger, delivery reports become
 // delivered/undelivered results. WeChat's retries of a push change nothing.
 func (b *Bridge) HandlePush(ctx context.Context, app string, p *wechat.Push) error {
-	ps, ok := b.cfg.Store.(pushStore)
-	if !ok {
-		return nil
-	}
 	event := p.Event
 	if event == "" {
 		event = p.MsgType
@@ -92,7 +83,7 @@ func (b *Bridge) HandlePush(ctx context.Context, app string, p *wechat.Push) err
 		b.log.Debug("push ignored", "app", app, "msg_type", p.MsgType, "event", p.Event)
 		return nil
 	}
-	res, err := ps.ApplyPush(ctx, ch)
+	res, err := b.cfg.Store.ApplyPush(ctx, ch)
 	if err != nil {
 		b.metrics.pushes.WithLabelValues(app, event, "error").Inc()
 		return err

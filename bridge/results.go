@@ -103,37 +103,20 @@ func (b *Bridge) js() jetstream.JetStream {
 
 const outboxBatch = 512
 
-// publishOutbox publishes queued messages until ctx ends, woken by commits
-// that queued some and, as a safety net, every second. Published entries
-// are forgotten lazily (with the next commit), so it reads on from the last
-// one it published; after a failure it starts again from the first entry
-// not known to be published, and JetStream drops the copies.
+// publishOutbox relays queued messages to NATS until ctx ends. A batch
+// that fails is handed out again after a pause; JetStream drops a copy
+// published twice by its Nats-Msg-Id.
 func (b *Bridge) publishOutbox(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var after uint64
-	for {
-		for {
-			n, next, err := b.publishBatch(ctx, after)
-			after = next
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				b.log.Warn("publish outbox; will retry", "err", err)
-				b.metrics.outboxFails.Inc()
-				break
-			}
-			if n < outboxBatch {
-				break
+	for ctx.Err() == nil {
+		n, failed := b.relayBatch(ctx, time.Second)
+		if failed > 0 && ctx.Err() == nil {
+			b.metrics.outboxFails.Inc()
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.cfg.Store.OutboxReady():
-		case <-tick.C:
-		}
+		_ = n
 	}
 }
 
@@ -141,35 +124,39 @@ func (b *Bridge) publishOutbox(ctx context.Context) {
 func (b *Bridge) flushOutbox(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	var after uint64
 	for ctx.Err() == nil {
-		n, next, err := b.publishBatch(ctx, after)
-		after = next
-		if err != nil {
-			b.log.Warn("flush outbox", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		if n == 0 {
+		n, failed := b.relayBatch(ctx, 50*time.Millisecond)
+		if n == 0 && failed == 0 {
 			return
+		}
+		if failed > 0 {
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }
 
-// publishBatch publishes up to outboxBatch messages after seq after,
-// pipelined, and forgets those the server acknowledged. It returns how many
-// it read and the seq up to which everything is published.
-func (b *Bridge) publishBatch(ctx context.Context, after uint64) (int, uint64, error) {
-	entries, err := b.cfg.Store.Outbox(ctx, after, outboxBatch)
-	if err != nil || len(entries) == 0 {
-		return 0, after, err
+// relayBatch publishes what the outbox hands out (waiting up to wait for
+// some), pipelined, and settles it. It returns how many it published and
+// how many failed.
+func (b *Bridge) relayBatch(ctx context.Context, wait time.Duration) (published, failed int) {
+	entries, err := b.cfg.Store.NextOutbox(ctx, outboxBatch, wait)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.repeats.warn(b.log, "read outbox; will retry", "err", err)
+			time.Sleep(100 * time.Millisecond)
+		}
+		return 0, 0
+	}
+	if len(entries) == 0 {
+		return 0, 0
 	}
 	js := b.js()
 	futures := make([]jetstream.PubAckFuture, len(entries))
-	sent := len(entries)
+	var done, retry []storage.OutboxEntry
 	for i, e := range entries {
 		if e.Err != nil {
 			b.log.Error("unreadable outbox entry dropped", "seq", e.Seq, "err", e.Err)
+			done = append(done, e)
 			continue
 		}
 		m := nats.NewMsg(e.Subject)
@@ -180,49 +167,39 @@ func (b *Bridge) publishBatch(ctx context.Context, after uint64) (int, uint64, e
 		if e.MsgID != "" {
 			m.Header.Set(nats.MsgIdHdr, e.MsgID)
 		}
-		if futures[i], err = js.PublishMsgAsync(m); err != nil {
-			if errors.Is(err, nats.ErrMaxPayload) {
-				// It will never fit: holding it would hold every entry
-				// behind it forever.
-				b.log.Error("outbox entry too large to publish; dropped", "seq", e.Seq, "subject", e.Subject, "bytes", len(e.Payload))
-				b.metrics.outboxFails.Inc()
-				futures[i], err = nil, nil
-				continue
-			}
-			sent = i
+		f, err := js.PublishMsgAsync(m)
+		switch {
+		case errors.Is(err, nats.ErrMaxPayload):
+			// It will never fit: holding it would hold every entry behind it.
+			b.log.Error("outbox entry too large to publish; dropped", "seq", e.Seq, "subject", e.Subject, "bytes", len(e.Payload))
+			done = append(done, e)
+		case err != nil:
+			b.repeats.warn(b.log, "publish outbox; will retry", "err", err)
+			retry = append(retry, entries[i:]...)
+			entries = entries[:i]
+		default:
+			futures[i] = f
+		}
+		if err != nil && !errors.Is(err, nats.ErrMaxPayload) {
 			break
 		}
 	}
-	done := make([]uint64, 0, sent)
-	published := after // everything up to here is published
-	contiguous := true
-	firstErr := err
-	for i := 0; i < sent; i++ {
-		ok := futures[i] == nil // an unreadable entry: nothing to wait for
-		if !ok {
-			select {
-			case <-futures[i].Ok():
-				ok = true
-			case e := <-futures[i].Err():
-				if firstErr == nil {
-					firstErr = fmt.Errorf("publish %s: %w", entries[i].Subject, e)
-				}
-			case <-ctx.Done():
-				if firstErr == nil {
-					firstErr = ctx.Err()
-				}
-			}
+	for i, e := range entries {
+		if futures[i] == nil {
+			continue
 		}
-		if ok {
-			done = append(done, entries[i].Seq)
-		}
-		contiguous = contiguous && ok
-		if contiguous {
-			published = entries[i].Seq
+		select {
+		case <-futures[i].Ok():
+			done = append(done, e)
+		case err := <-futures[i].Err():
+			b.repeats.warn(b.log, "publish outbox; will retry", "subject", e.Subject, "err", err)
+			retry = append(retry, e)
+		case <-ctx.Done():
+			retry = append(retry, e)
 		}
 	}
-	b.cfg.Store.ForgetOutbox(done...)
-	return len(entries), published, firstErr
+	b.cfg.Store.Published(context.WithoutCancel(ctx), done, retry)
+	return len(done), len(retry)
 }
 
 // SubscriptionChange is the payload published on

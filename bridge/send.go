@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -56,29 +57,9 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 		log.Warn("data cannot be rendered", "err", t.renderErr)
 		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.renderErr.Error(), storage.KeepCredit)
 	}
-	if rec.OpenID == "" {
-		bnd, ok, err := b.cfg.Store.Binding(ctx, rec.App, rec.UserID)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			return rc.finish(ctx, rec, storage.StateSkipped, reasonNotBound, "", storage.KeepCredit)
-		}
-		rec.OpenID = bnd.OpenID
-	}
-
 	pol := t.rule.Policy
-	if q := pol.QuietHours; q != nil && !t.scheduled {
-		if quiet, end := q.Check(b.cfg.Now()); quiet {
-			if q.Action == rules.QuietDrop {
-				return rc.finish(ctx, rec, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
-			}
-			return b.deferUntil(ctx, log, ev, t, rec, end)
-		}
-	}
 	req := storage.ReserveRequest{
-		Record:        rec,
-		Owner:         b.owner,
+		Owner:         b.cfg.Store.Owner(),
 		CheckCredit:   t.rule.App.Subscriptions != rules.SubscriptionsWeChat,
 		Kind:          t.rule.Template.Kind,
 		ResendInDoubt: pol.Delivery != rules.AtMostOnce,
@@ -93,6 +74,36 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 	if c := pol.Cap; c != nil {
 		req.CapKey, req.CapMax, req.CapPer = storage.Key(t.rule.Name, t.rk), c.Max, c.Per
 	}
+	lookup := storage.Lookup{SendKey: t.key, App: rec.App, UserID: rec.UserID, OpenID: rec.OpenID, TemplateID: rec.TemplateID,
+		DedupeKey: req.DedupeKey, CapKey: req.CapKey}
+	if t.last && !t.scheduled {
+		// The event's only recipient: one read says whether it is done too.
+		lookup.EventKey = ev.key
+	}
+	found, err := b.cfg.Store.Lookup(ctx, lookup)
+	switch {
+	case err != nil:
+		return false, err
+	case found.EventDone:
+		return false, errEventDone
+	case found.HasRecord && storage.Final(found.Record.State):
+		return true, nil // a redelivery: the outcome stands
+	}
+	if rec.OpenID == "" {
+		if !found.Bound {
+			return rc.finish(ctx, rec, storage.StateSkipped, reasonNotBound, "", storage.KeepCredit)
+		}
+		rec.OpenID = found.Binding.OpenID
+	}
+	if q := pol.QuietHours; q != nil && !t.scheduled {
+		if quiet, end := q.Check(b.cfg.Now()); quiet {
+			if q.Action == rules.QuietDrop {
+				return rc.finish(ctx, rec, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
+			}
+			return b.deferUntil(ctx, log, ev, t, rec, end)
+		}
+	}
+	req.Record, req.Snapshot = rec, found.Snapshot
 
 	// Everything a send may wait for comes before its reservation: the
 	// openid's turn (WeChat answers 43108 to overlapping sends to one
@@ -114,6 +125,11 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 	if err := b.cfg.WeChat.Ready(ctx, rec.App); err != nil {
 		return b.noToken(ctx, log, rc, rec, err)
 	}
+	if err := b.cfg.Store.Lease(); err != nil {
+		// Others may take this bridge's pending records for in doubt: it
+		// starts no WeChat call until its lease is renewed.
+		return false, fmt.Errorf("no WeChat call without a lease: %w", err)
+	}
 
 	res, err := b.cfg.Store.Reserve(ctx, req)
 	if err != nil {
@@ -122,6 +138,10 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 	switch res.Outcome {
 	case storage.AlreadyFinal:
 		return true, nil
+	case storage.Busy:
+		// Another bridge, alive, is sending it: its outcome will come.
+		log.Debug("send under way at another bridge; will look again")
+		return false, nil
 	case storage.NoCredit, storage.Suppressed:
 		return rc.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
 	case storage.InDoubt:

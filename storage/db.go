@@ -2,7 +2,9 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,8 +86,11 @@ type DB struct {
 	// trickle of events that commit was a third of all of them.
 	linger time.Duration
 
-	lazyMu   sync.Mutex
-	lazy     []uint64
+	lazyMu sync.Mutex
+	lazy   []uint64
+	// gone holds published entries until the commit that deletes them: the
+	// relay must not hand them out again meanwhile.
+	gone     map[uint64]struct{}
 	lazyKick chan struct{}
 	writes   chan *write
 	done     chan struct{}
@@ -93,6 +98,11 @@ type DB struct {
 
 	mu     sync.RWMutex // held for reading while queueing a write
 	closed bool
+
+	owner        string        // this process incarnation, in pending records
+	scheduleWake chan struct{} // signalled when a send is deferred
+	relayMu      sync.Mutex
+	relayAfter   uint64 // outbox entries up to here were handed out
 }
 
 type write struct {
@@ -126,8 +136,10 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
 	db := &DB{bolt: b, now: opts.Now, ledgerHook: opts.LedgerHook, outboxReady: make(chan struct{}, 1), lazyKick: make(chan struct{}, 1), linger: opts.Linger,
-		writes: make(chan *write, 4096), done: make(chan struct{})}
+		writes: make(chan *write, 4096), done: make(chan struct{}), owner: hex.EncodeToString(id[:]), scheduleWake: make(chan struct{}, 1)}
 	if err := b.Update(db.migrate); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -202,6 +214,15 @@ func (db *DB) Ping() error {
 		return nil
 	})
 }
+
+// Owner names this process incarnation in the pending records it writes.
+// One process holds the database (its file lock), so a pending record of
+// another incarnation was left by one that died.
+func (db *DB) Owner() string { return db.owner }
+
+// Lease is always current: no other process can take this database's
+// pending records while it holds the file.
+func (db *DB) Lease() error { return nil }
 
 // Path is the file the database lives in.
 func (db *DB) Path() string { return db.bolt.Path() }
@@ -324,6 +345,7 @@ func (db *DB) commit(group []*write) {
 		db.forget(dels...) // deletes are idempotent: try them with the next commit
 	}
 	if err == nil {
+		db.deleted(dels)
 		db.wakeOutbox(seq)
 		for _, w := range group {
 			w.err <- nil
@@ -342,6 +364,26 @@ func (db *DB) commit(group []*write) {
 	}
 }
 
+// deleted says a commit removed these entries.
+func (db *DB) deleted(seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	db.lazyMu.Lock()
+	for _, s := range seqs {
+		delete(db.gone, s)
+	}
+	db.lazyMu.Unlock()
+}
+
+// isGone reports an entry published and waiting for its deletion.
+func (db *DB) isGone(seq uint64) bool {
+	db.lazyMu.Lock()
+	defer db.lazyMu.Unlock()
+	_, ok := db.gone[seq]
+	return ok
+}
+
 func (db *DB) takeLazy() []uint64 {
 	db.lazyMu.Lock()
 	defer db.lazyMu.Unlock()
@@ -354,6 +396,12 @@ func (db *DB) takeLazy() []uint64 {
 func (db *DB) forget(seqs ...uint64) {
 	db.lazyMu.Lock()
 	db.lazy = append(db.lazy, seqs...)
+	if db.gone == nil {
+		db.gone = map[uint64]struct{}{}
+	}
+	for _, s := range seqs {
+		db.gone[s] = struct{}{}
+	}
 	db.lazyMu.Unlock()
 	select {
 	case db.lazyKick <- struct{}{}:

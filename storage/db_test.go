@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wxbridge/wxbridge/bridge"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -15,15 +16,19 @@ import (
 	"github.com/wxbridge/wxbridge/storage/storagetest"
 )
 
+// The bbolt backend is the bridge's whole state contract: checked by the
+// compiler, not at run time.
+var _ bridge.Store = (*storage.DB)(nil)
+
 func TestContract(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, c *storagetest.Clock, hook storage.LedgerHook) storagetest.Store {
+	storagetest.Run(t, storagetest.Backend{Sweeps: true, Open: func(t *testing.T, c *storagetest.Clock, hook storage.LedgerHook) storagetest.Store {
 		db, err := storage.Open(filepath.Join(t.TempDir(), "wxbridge.db"), storage.Options{Now: c.Now, LedgerHook: hook})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
 		return db
-	})
+	}})
 }
 
 func TestReopenKeepsState(t *testing.T) {

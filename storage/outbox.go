@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -172,3 +173,70 @@ func (db *DB) DeleteOutbox(ctx context.Context, seqs ...uint64) error {
 
 // OutboxReady is signalled after a commit that queued messages.
 func (db *DB) OutboxReady() <-chan struct{} { return db.outboxReady }
+
+// NextOutbox returns up to max queued messages not handed out yet, oldest
+// first, waiting up to wait for a commit that queues some.
+func (db *DB) NextOutbox(ctx context.Context, max int, wait time.Duration) ([]OutboxEntry, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		db.relayMu.Lock()
+		after := db.relayAfter
+		db.relayMu.Unlock()
+		all, err := db.Outbox(ctx, after, max)
+		if err != nil {
+			return nil, err
+		}
+		entries := all[:0]
+		for _, e := range all {
+			if !db.isGone(e.Seq) {
+				entries = append(entries, e)
+			}
+		}
+		if len(all) > 0 && len(entries) == 0 {
+			// All published, deletion pending: read on past them.
+			db.relayMu.Lock()
+			if db.relayAfter == after {
+				db.relayAfter = all[len(all)-1].Seq
+			}
+			db.relayMu.Unlock()
+			continue
+		}
+		if len(entries) > 0 {
+			db.relayMu.Lock()
+			if db.relayAfter == after {
+				db.relayAfter = entries[len(entries)-1].Seq
+			}
+			db.relayMu.Unlock()
+			return entries, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-db.outboxReady:
+		case <-timer.C:
+			return nil, nil
+		}
+	}
+}
+
+// Published forgets what was published (deleted with the next commit of
+// any write) and hands out again, from the first of them, what was not.
+// A copy published twice carries the same Nats-Msg-Id: JetStream drops it.
+func (db *DB) Published(_ context.Context, done, failed []OutboxEntry) {
+	seqs := make([]uint64, 0, len(done))
+	for _, e := range done {
+		seqs = append(seqs, e.Seq)
+	}
+	db.ForgetOutbox(seqs...)
+	if len(failed) == 0 {
+		return
+	}
+	first := failed[0].Seq
+	for _, e := range failed {
+		first = min(first, e.Seq)
+	}
+	db.relayMu.Lock()
+	db.relayAfter = min(db.relayAfter, first-1)
+	db.relayMu.Unlock()
+}

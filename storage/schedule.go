@@ -50,7 +50,48 @@ func (db *DB) Defer(ctx context.Context, rec SendRecord, due time.Time, payload 
 	if err != nil {
 		return false, fmt.Errorf("defer send %s: %w", printable([]byte(rec.Key)), err)
 	}
+	if ok {
+		select {
+		case db.scheduleWake <- struct{}{}:
+		default:
+		}
+	}
 	return ok, nil
+}
+
+// WaitDue returns up to max deferred sends that are due, waiting up to
+// wait for the earliest to come due (or for Defer to add an earlier one).
+func (db *DB) WaitDue(ctx context.Context, max int, wait time.Duration) ([]Deferred, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		due, err := db.DueDeferred(ctx, db.now(), max)
+		if err != nil || len(due) > 0 {
+			return due, err
+		}
+		sleep := time.Until(deadline)
+		if next, ok, err := db.NextDue(ctx); err != nil {
+			return nil, err
+		} else if ok {
+			sleep = min(sleep, next.Sub(db.now()))
+		}
+		if sleep <= 0 {
+			return nil, nil
+		}
+		timer := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-db.scheduleWake:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// Settle takes a deferred send off the schedule (next zero) or moves it.
+func (db *DB) Settle(ctx context.Context, d Deferred, next time.Time) error {
+	return db.Reschedule(ctx, d, next)
 }
 
 // DueDeferred returns up to max deferred sends due at now, earliest first.

@@ -132,6 +132,8 @@ type ReserveRequest struct {
 	CapKey string
 	CapMax int
 	CapPer time.Duration
+	// Snapshot is what a Lookup of the same send handed over (see Found).
+	Snapshot any
 }
 
 // ReserveResult is what Reserve decided.
@@ -432,4 +434,54 @@ func putEventDone(tx *bolt.Tx, id, typ string, now time.Time) error {
 func timeKey(t time.Time, k string) []byte {
 	b := u64(uint64(t.UnixNano()))
 	return append(b, k...)
+}
+
+// Lookup names what a recipient's send starts from.
+type Lookup struct {
+	// EventKey, if set, asks whether the event is done too.
+	EventKey string
+	// SendKey is the send record's key.
+	SendKey string
+	// App and UserID name the binding to read; an openid recipient has
+	// OpenID instead.
+	App, UserID, OpenID string
+	// TemplateID, DedupeKey and CapKey are what Reserve will read: a
+	// backend that pays a round trip per read may read them now.
+	TemplateID, DedupeKey, CapKey string
+}
+
+// Found is what Lookup read.
+type Found struct {
+	EventDone bool
+	Record    SendRecord
+	HasRecord bool
+	Binding   Binding
+	Bound     bool
+	// Snapshot is what the backend read for a Reserve of the same send (with
+	// the revisions it read at): Reserve may decide on it instead of reading
+	// again. nil when the backend has nothing to hand over.
+	Snapshot any
+}
+
+// Lookup reads the record, the binding and whether the event is done, in
+// one read transaction.
+func (db *DB) Lookup(_ context.Context, l Lookup) (Found, error) {
+	var f Found
+	err := db.view(func(tx *bolt.Tx) error {
+		var err error
+		if l.EventKey != "" {
+			f.EventDone = tx.Bucket(bucketEvents).Get([]byte(l.EventKey)) != nil
+		}
+		if f.HasRecord, err = getRecord(tx.Bucket(bucketSends), []byte(l.SendKey), &f.Record); err != nil {
+			return err
+		}
+		if l.UserID != "" {
+			f.Bound, err = getRecord(tx.Bucket(bucketBindings), key(l.UserID, l.App), &f.Binding)
+		}
+		return err
+	})
+	if err != nil {
+		return Found{}, fmt.Errorf("look up send %s: %w", printable([]byte(l.SendKey)), err)
+	}
+	return f, nil
 }

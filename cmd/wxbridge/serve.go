@@ -175,7 +175,7 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 		log.Info("WeChat emulator running in-process", "url", apiURL)
 	}
 
-	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix), Linger: cfg.CommitLinger}); err != nil {
+	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix), Linger: cfg.CommitLinger, Now: cfg.Bridge.Now}); err != nil {
 		return nil, err
 	}
 	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.db, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat")}); err != nil {

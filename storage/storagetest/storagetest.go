@@ -1,7 +1,8 @@
 // Package storagetest is the contract every wxbridge state backend passes:
-// the bbolt DB today, a JetStream KV store later. Run it from the backend's
-// tests with a constructor that opens a fresh, empty store on a clock the
-// suite controls.
+// the bbolt DB and the JetStream KV store. Run it from the backend's tests
+// with a Backend: a constructor that opens a fresh, empty store on a clock
+// the suite controls and, for a backend several bridges share, one that
+// opens two stores on one state.
 package storagetest
 
 import (
@@ -39,13 +40,18 @@ type Store interface {
 	MarkEventDone(ctx context.Context, id, typ string, out ...storage.OutboxMessage) error
 	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
 
-	Defer(ctx context.Context, rec storage.SendRecord, due time.Time, payload []byte) (bool, error)
-	DueDeferred(ctx context.Context, now time.Time, max int) ([]storage.Deferred, error)
-	Reschedule(ctx context.Context, d storage.Deferred, next time.Time) error
+	Lookup(ctx context.Context, l storage.Lookup) (storage.Found, error)
 
-	Outbox(ctx context.Context, after uint64, max int) ([]storage.OutboxEntry, error)
-	DeleteOutbox(ctx context.Context, seqs ...uint64) error
-	ForgetOutbox(seqs ...uint64)
+	Defer(ctx context.Context, rec storage.SendRecord, due time.Time, payload []byte) (bool, error)
+	WaitDue(ctx context.Context, max int, wait time.Duration) ([]storage.Deferred, error)
+	Settle(ctx context.Context, d storage.Deferred, next time.Time) error
+
+	Enqueue(ctx context.Context, msgs ...storage.OutboxMessage) error
+	NextOutbox(ctx context.Context, max int, wait time.Duration) ([]storage.OutboxEntry, error)
+	Published(ctx context.Context, done, failed []storage.OutboxEntry)
+
+	Owner() string
+	Lease() error
 
 	LoadToken(ctx context.Context, key string) (string, time.Time, error)
 	SaveToken(ctx context.Context, key, token string, expiresAt time.Time) error
@@ -90,13 +96,31 @@ func (c *Clock) Advance(d time.Duration) {
 // store must call for every ledger change.
 type Opener func(t *testing.T, c *Clock, hook storage.LedgerHook) Store
 
+// SharedOpener opens two stores on one fresh state, as two bridges would.
+// lapse makes a's lease lapse as if its bridge had died (a stays usable, as
+// a bridge that lost its lease but not its memory would); after it, b must
+// see a's pending records as in doubt within a few seconds.
+type SharedOpener func(t *testing.T, c *Clock, hook storage.LedgerHook) (a, b Store, lapse func())
+
+// Backend is what a backend gives the suite.
+type Backend struct {
+	Open Opener
+	// Sweeps: old records go when Expire is called (bbolt). A backend whose
+	// server expires keys itself tests that on its own.
+	Sweeps bool
+	// Shared, for a backend several bridges share, runs the cross-store
+	// cases.
+	Shared SharedOpener
+}
+
 const (
 	app = "main"
 	tpl = "TPL-1"
 )
 
 // Run runs the whole contract against a backend.
-func Run(t *testing.T, open Opener) {
+func Run(t *testing.T, b Backend) {
+	open := b.Open
 	tests := []struct {
 		name string
 		fn   func(*testing.T, Opener)
@@ -115,14 +139,23 @@ func Run(t *testing.T, open Opener) {
 		{"DedupeAndCap", testDedupeAndCap},
 		{"PushAppliedOnce", testPushOnce},
 		{"DeliveryBeforeItsSend", testDeliveryBeforeSend},
+		{"Lookup", testLookup},
 		{"Schedule", testSchedule},
 		{"Outbox", testOutbox},
 		{"Tokens", testTokens},
-		{"Expire", testExpire},
 		{"ConcurrentCredits", testConcurrentCredits},
+	}
+	if b.Sweeps {
+		tests = append(tests, struct {
+			name string
+			fn   func(*testing.T, Opener)
+		}{"Expire", testExpire})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
+	}
+	if b.Shared != nil {
+		runShared(t, b.Shared)
 	}
 }
 
@@ -314,10 +347,12 @@ func testLedgerAnnounces(t *testing.T, open Opener) {
 	rec := res.Record
 	rec.State = storage.StateFailed
 	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.RefundCredit, nil)))
-	msgs := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 100))
 	var got []string
-	for _, m := range msgs {
-		got = append(got, string(m.Payload))
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < 3 && time.Now().Before(deadline) {
+		for _, m := range must[[]storage.OutboxEntry](t)(s.NextOutbox(ctx, 100, 200*time.Millisecond)) {
+			got = append(got, string(m.Payload))
+		}
 	}
 	// accept (1), send consumed (0), refund (1).
 	if fmt.Sprint(got) != "[1 0 1]" {
@@ -598,68 +633,129 @@ func testDeliveryBeforeSend(t *testing.T, open Opener) {
 	}
 }
 
+// The schedule runs on real time: a backend may leave it to its server's
+// clock. The store's clock is moved along so that one keeping its own time
+// agrees.
 func testSchedule(t *testing.T, open Opener) {
-	c := NewClock()
+	c := NewClockAt(time.Now())
 	s := open(t, c, nil)
 	rec := reserveReq("e1", "", false).Record
-	due := c.Now().Add(8 * time.Hour)
+	due := time.Now().Add(1500 * time.Millisecond)
 	if ok := must[bool](t)(s.Defer(ctx, rec, due, []byte(`{"w":1}`))); !ok {
 		t.Fatal("defer refused")
+	}
+	if again := must[bool](t)(s.Defer(ctx, rec, due, []byte(`{"w":2}`))); again {
+		t.Fatal("deferred twice")
 	}
 	if got, _, _ := s.Send(ctx, rec.Key); got.State != storage.StateDeferred {
 		t.Fatalf("deferred record: %+v", got)
 	}
-	if d := must[[]storage.Deferred](t)(s.DueDeferred(ctx, c.Now(), 10)); len(d) != 0 {
+	if d := must[[]storage.Deferred](t)(s.WaitDue(ctx, 10, 200*time.Millisecond)); len(d) != 0 {
 		t.Fatalf("due before its time: %+v", d)
 	}
-	d := must[[]storage.Deferred](t)(s.DueDeferred(ctx, due, 10))
-	if len(d) != 1 || d[0].Key != rec.Key || string(d[0].Payload) != `{"w":1}` {
-		t.Fatalf("due: %+v", d)
+	waitDue := func() storage.Deferred {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			c.Set(time.Now())
+			if d := must[[]storage.Deferred](t)(s.WaitDue(ctx, 10, 100*time.Millisecond)); len(d) > 0 {
+				if len(d) != 1 || d[0].Key != rec.Key || string(d[0].Payload) != `{"w":1}` {
+					t.Fatalf("due: %+v", d)
+				}
+				return d[0]
+			}
+		}
+		t.Fatal("the deferred send never came due")
+		return storage.Deferred{}
 	}
-	check(t, s.Reschedule(ctx, d[0], due.Add(time.Minute)))
-	if d2 := must[[]storage.Deferred](t)(s.DueDeferred(ctx, due, 10)); len(d2) != 0 {
-		t.Fatalf("rescheduled entry still due: %+v", d2)
+	d := waitDue()
+	// Moved on: not due again until its new time, then due again.
+	next := time.Now().Add(time.Second)
+	check(t, s.Settle(ctx, d, next))
+	c.Set(time.Now())
+	if d2 := must[[]storage.Deferred](t)(s.WaitDue(ctx, 10, 100*time.Millisecond)); len(d2) != 0 {
+		t.Fatalf("moved entry due at once: %+v", d2)
 	}
-	d = must[[]storage.Deferred](t)(s.DueDeferred(ctx, due.Add(time.Minute), 10))
-	check(t, s.Reschedule(ctx, d[0], time.Time{}))
-	if d3 := must[[]storage.Deferred](t)(s.DueDeferred(ctx, due.Add(time.Hour), 10)); len(d3) != 0 {
-		t.Fatalf("removed entry still scheduled: %+v", d3)
+	d = waitDue()
+	check(t, s.Settle(ctx, d, time.Time{}))
+	time.Sleep(1200 * time.Millisecond)
+	c.Set(time.Now().Add(time.Hour))
+	if d3 := must[[]storage.Deferred](t)(s.WaitDue(ctx, 10, 500*time.Millisecond)); len(d3) != 0 {
+		t.Fatalf("settled entry still scheduled: %+v", d3)
 	}
 }
 
+// The relay gets every queued message once it is published, again when
+// publishing failed, and never after it was published.
 func testOutbox(t *testing.T, open Opener) {
 	s := open(t, NewClock(), nil)
 	check(t, s.MarkEventDone(ctx, "e1", "t", storage.OutboxMessage{Subject: "a", MsgID: "1", Payload: []byte("x")},
-		storage.OutboxMessage{Subject: "b", Payload: []byte("y")}))
-	entries := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10))
-	if len(entries) != 2 || entries[0].Subject != "a" || entries[1].Subject != "b" || entries[0].Seq >= entries[1].Seq {
-		t.Fatalf("outbox %+v", entries)
-	}
-	if rest := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, entries[0].Seq, 10)); len(rest) != 1 || rest[0].Subject != "b" {
-		t.Fatalf("outbox after first: %+v", rest)
-	}
-	check(t, s.DeleteOutbox(ctx, entries[0].Seq))
-	if left := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10)); len(left) != 1 || left[0].Subject != "b" {
-		t.Fatalf("outbox after delete: %+v", left)
-	}
-	// Forgotten entries go with the next write, or shortly on their own.
-	s.ForgetOutbox(entries[1].Seq)
-	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u", OpenID: "o"}))
-	if left := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10)); len(left) != 0 {
-		t.Fatalf("outbox after forget and a write: %+v", left)
-	}
-	check(t, s.MarkEventDone(ctx, "e2", "t", storage.OutboxMessage{Subject: "c"}))
-	c := must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10))
-	s.ForgetOutbox(c[0].Seq)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(must[[]storage.OutboxEntry](t)(s.Outbox(ctx, 0, 10))) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a forgotten entry was never deleted with no write to ride along with")
+		storage.OutboxMessage{Subject: "b", Payload: []byte("y"), Header: map[string]string{"H": "v"}}))
+	check(t, s.Enqueue(ctx, storage.OutboxMessage{Subject: "c", MsgID: "3"}))
+	next := func(want ...string) []storage.OutboxEntry {
+		t.Helper()
+		var got []storage.OutboxEntry
+		deadline := time.Now().Add(30 * time.Second)
+		for len(got) < len(want) && time.Now().Before(deadline) {
+			got = append(got, must[[]storage.OutboxEntry](t)(s.NextOutbox(ctx, 10, 200*time.Millisecond))...)
 		}
-		time.Sleep(5 * time.Millisecond)
+		var subjects []string
+		for _, e := range got {
+			subjects = append(subjects, e.Subject)
+		}
+		if fmt.Sprint(subjects) != fmt.Sprint(want) {
+			t.Fatalf("outbox handed out %v, want %v", subjects, want)
+		}
+		return got
+	}
+	all := next("a", "b", "c")
+	if all[0].MsgID != "1" || string(all[1].Payload) != "y" || all[1].Header["H"] != "v" {
+		t.Fatalf("entries %+v", all)
+	}
+	s.Published(ctx, []storage.OutboxEntry{all[0], all[2]}, []storage.OutboxEntry{all[1]})
+	b := next("b")
+	s.Published(ctx, b, nil)
+	if more := must[[]storage.OutboxEntry](t)(s.NextOutbox(ctx, 10, 500*time.Millisecond)); len(more) != 0 {
+		t.Fatalf("published entries handed out again: %+v", more)
 	}
 	if _, done, _ := s.EventDone(ctx, "e1"); !done {
 		t.Fatal("event not done")
+	}
+}
+
+// Lookup reads what a send starts from in one go.
+func testLookup(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	req := reserveReq("e1", "own", false)
+	l := storage.Lookup{EventKey: "e1", SendKey: req.Record.Key, App: app, UserID: "u1", TemplateID: tpl}
+	f := must[storage.Found](t)(s.Lookup(ctx, l))
+	if f.EventDone || f.HasRecord || f.Bound {
+		t.Fatalf("empty state: %+v", f)
+	}
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u1", OpenID: "o1"}))
+	res := must[storage.ReserveResult](t)(s.Reserve(ctx, req))
+	f = must[storage.Found](t)(s.Lookup(ctx, l))
+	if !f.Bound || f.Binding.OpenID != "o1" || !f.HasRecord || f.Record.State != storage.StatePending || f.EventDone {
+		t.Fatalf("after bind and reserve: %+v", f)
+	}
+	rec := res.Record
+	rec.State = storage.StateSent
+	must[storage.SendRecord](t)(first(s.CompleteEvent(ctx, rec, storage.KeepCredit, nil)))
+	f = must[storage.Found](t)(s.Lookup(ctx, l))
+	if !f.EventDone || f.Record.State != storage.StateSent {
+		t.Fatalf("after the outcome: %+v", f)
+	}
+	// A reservation handed the lookup's snapshot decides the same way.
+	req2 := reserveReq("e2", "own", false)
+	f2 := must[storage.Found](t)(s.Lookup(ctx, storage.Lookup{SendKey: req2.Record.Key, App: app, UserID: "u1", TemplateID: tpl}))
+	req2.Snapshot = f2.Snapshot
+	if r := must[storage.ReserveResult](t)(s.Reserve(ctx, req2)); r.Outcome != storage.Reserved {
+		t.Fatalf("reserve with a snapshot: %+v", r)
+	}
+	// A stale snapshot never makes a wrong decision: the outcome e2 now has
+	// stands.
+	if r := must[storage.ReserveResult](t)(s.Reserve(ctx, req2)); r.Outcome != storage.Reserved || !r.Record.InDoubt {
+		t.Fatalf("reserve again with the old snapshot: %+v", r)
 	}
 }
 
