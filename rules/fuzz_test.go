@@ -73,6 +73,19 @@ rules:
       thing7: '{{ .data.t | date "1月2日" }}{{ .time | date "15:04" }}'
 `
 
+// renderSeeds are event data for the rules above: every function and
+// keyword type, and data of the wrong shapes.
+var renderSeeds = []string{
+	`{"thing": "长长长长长长长长长长长长长长长长长长长长长", "number": "1e3", "letter": "abc", "symbol": "*",
+		  "cs": "SO-1", "time": 1795269900, "date": "2026-11-21T14:05:00Z", "amount": "￥1,234.5", "phone": "+86 138",
+		  "car": "粤a·8z888", "name": "王小明", "phrase": "已发货", "enum": "缺水", "user": "u", "users": ["a", "b", ""],
+		  "openid": "o", "p": "x", "id": "1", "s": "a", "l": [1, "x", null, {"k": 1}], "m": {"k": {"k": "v"}},
+		  "t": "2026-03-08T07:30:00Z", "n": 99999999999}`,
+	`{"time": "09:00~2026-11-21T14:05:00Z", "date": "2019年10月1日", "amount": -1, "number": 1.5e-7}`,
+	`[1, 2, 3]`, `"text"`, `null`, `{"l": "not a list", "m": [1], "n": "1/3", "t": "9999999999999999999"}`,
+	`{"skip": true}`, `{"thing": "\u0000\n\t\u202e"}`,
+}
+
 func FuzzRender(f *testing.F) {
 	set, err := rules.Parse("fuzz.yaml", []byte(fuzzRules), nil)
 	if err != nil {
@@ -85,16 +98,7 @@ func FuzzRender(f *testing.F) {
 		data, _ := json.Marshal(ev.Data)
 		f.Add(ev.Type, data)
 	}
-	for _, seed := range []string{
-		`{"thing": "长长长长长长长长长长长长长长长长长长长长长", "number": "1e3", "letter": "abc", "symbol": "*",
-		  "cs": "SO-1", "time": 1795269900, "date": "2026-11-21T14:05:00Z", "amount": "￥1,234.5", "phone": "+86 138",
-		  "car": "粤a·8z888", "name": "王小明", "phrase": "已发货", "enum": "缺水", "user": "u", "users": ["a", "b", ""],
-		  "openid": "o", "p": "x", "id": "1", "s": "a", "l": [1, "x", null, {"k": 1}], "m": {"k": {"k": "v"}},
-		  "t": "2026-03-08T07:30:00Z", "n": 99999999999}`,
-		`{"time": "09:00~2026-11-21T14:05:00Z", "date": "2019年10月1日", "amount": -1, "number": 1.5e-7}`,
-		`[1, 2, 3]`, `"text"`, `null`, `{"l": "not a list", "m": [1], "n": "1/3", "t": "9999999999999999999"}`,
-		`{"skip": true}`, `{"thing": "\u0000\n\t\u202e"}`,
-	} {
+	for _, seed := range renderSeeds {
 		f.Add("order.created", []byte(seed))
 	}
 	at := time.Date(2026, 11, 21, 14, 5, 0, 0, time.UTC)
