@@ -110,3 +110,27 @@ func BenchmarkMatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRenderFuncs renders a rule whose every keyword goes through
+// text/template rather than the fast path: functions, range, with, index.
+func BenchmarkRenderFuncs(b *testing.B) {
+	set, err := rules.Parse("fuzz.yaml", []byte(fuzzRules), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := set.Rules[1]
+	ev := event("order", `{"s": "abc", "l": [1, "x", 2.5, "y"], "m": {"k": {"k": "v"}}, "t": "2026-03-08T07:30:00Z",
+		"n": 123456, "id": "1", "a": "u-1", "b": "u-2", "users": ["u-3", "u-4"]}`)
+	if _, err := r.Render(ev); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Render(ev); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.Recipients(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -18,7 +18,12 @@
 // Policies (quiet hours, dedupe, frequency cap, delivery) are parsed and
 // exposed on Rule.Policy; the bridge enforces them.
 //
-// The package is pure: no network, no database, no clock. A Set is
-// immutable once parsed and safe for concurrent use. docs/rules.md is the
-// operators' guide to the language.
+// Rendering a value and evaluating a condition run within limits
+// (MaxValueBytes, MaxIterations, MaxWorkBytes, MaxEvalTime): one over a
+// limit is a *DataError, so no event can make a rule run away. Error
+// messages quote event data shortened.
+//
+// The package is pure: no network, no database, and no clock but the one
+// behind MaxEvalTime. A Set is immutable once parsed and safe for
+// concurrent use. docs/rules.md is the operators' guide to the language.
 package rules

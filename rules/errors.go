@@ -70,12 +70,21 @@ func (l ErrorList) sort() {
 // (or "page", or "dedupe.key") whose value could not be made valid for its
 // WeChat type. The bridge reports it as a per-recipient invalid_data
 // failure, naming the keyword.
+//
+// Reason never holds more than a short quote of a value of the event: it
+// travels in results, dead letters and logs.
 type DataError struct {
 	Rule    string
 	Keyword string
 	Reason  string
+	// Err is the cause, when there is one: ErrIterations, ErrValueSize,
+	// ErrWork or ErrTime for a value or condition over a limit.
+	Err error
 }
 
 func (e *DataError) Error() string {
 	return fmt.Sprintf("rule %s: keyword %s: %s", e.Rule, e.Keyword, e.Reason)
 }
+
+// Unwrap gives Err, so errors.Is(err, rules.ErrIterations) works.
+func (e *DataError) Unwrap() error { return e.Err }

@@ -20,32 +20,57 @@ import (
 // own (printf, len, eq, and, or, not...). docs/rules.md describes each.
 var FuncNames = []string{"cents", "choose", "date", "default", "index", "join", "len", "list", "lower", "money", "trim", "trunc", "tz", "upper"}
 
-// funcMap is the function set of one rule's templates: date needs the
+// funcSet is the function set of one rule's templates: date needs the
 // rule's zone, and recipient fields print lists as one recipient per item.
-func funcMap(loc *time.Location, recipients bool) template.FuncMap {
-	out := outText
-	if recipients {
-		out = outRecipients
-	}
-	return template.FuncMap{
-		fnGet: get,
-		fnOut: out,
+type funcSet struct {
+	funcs template.FuncMap
+	// print is how a placeholder prints a value: what __out does, and
+	// what the fast path calls.
+	print func(*budget, any) string
+}
 
-		"cents":   cents,
-		"choose":  choose,
-		"date":    func(layout string, v any) (string, error) { return formatDate(layout, v, loc) },
-		"default": defaultValue,
-		"index":   index,
-		"join":    join,
-		"len":     length,
-		"list":    func(items ...any) []any { return items },
-		"lower":   func(v any) string { return strings.ToLower(format(v)) },
-		"money":   money,
-		"trim":    func(v any) string { return strings.TrimSpace(format(v)) },
-		"trunc":   trunc,
-		"tz":      inZone,
-		"upper":   func(v any) string { return strings.ToUpper(format(v)) },
+func newFuncSet(loc *time.Location, recipients bool) *funcSet {
+	print := printText
+	if recipients {
+		print = printRecipients
 	}
+	// Functions whose first parameter is *execution get the root ($)
+	// passed by the rewritten template (see text), so that they count
+	// what they do against the execution's budget. Once it is spent they
+	// do nothing and give nothing: the next write, range or tick stops
+	// the execution, and exec reports the limit. (Returning the error
+	// from each would cost an allocation per call, and every placeholder
+	// calls __out.)
+	return &funcSet{print: print, funcs: template.FuncMap{
+		fnGet:   get,
+		fnOut:   func(x *execution, v any) string { return print(&x.budget, v) },
+		fnRange: (*execution).rangeOver,
+		fnTick:  (*execution).tickIteration,
+
+		"cents":   (*execution).cents,
+		"choose":  (*execution).choose,
+		"date":    func(x *execution, layout string, v any) (string, error) { return formatDate(&x.budget, layout, v, loc) },
+		"default": defaultValue,
+		"index":   (*execution).index,
+		"join":    (*execution).join,
+		"len":     (*execution).length,
+		"list":    func(items ...any) []any { return items },
+		"lower":   func(x *execution, v any) string { return x.transform(v, strings.ToLower) },
+		"money":   (*execution).money,
+		"trim":    func(x *execution, v any) string { return x.transform(v, strings.TrimSpace) },
+		"trunc":   (*execution).trunc,
+		"tz":      (*execution).inZone,
+		"upper":   func(x *execution, v any) string { return x.transform(v, strings.ToUpper) },
+
+		// text/template's own printers, counted like the others: printf
+		// of a list that a loop of `list` calls built prints it whole.
+		"print":    (*execution).print,
+		"printf":   (*execution).printf,
+		"println":  (*execution).println,
+		"html":     func(x *execution, args ...any) string { return x.escape(template.HTMLEscaper, args) },
+		"js":       func(x *execution, args ...any) string { return x.escape(template.JSEscaper, args) },
+		"urlquery": func(x *execution, args ...any) string { return x.escape(template.URLQueryEscaper, args) },
+	}}
 }
 
 // get is field access that never fails: a missing key, a nil, or a value
@@ -65,6 +90,8 @@ func field(v any, k string) any {
 		return nil
 	case map[string]any:
 		return m[k]
+	case *execution:
+		return m.vars[k]
 	case map[string]string:
 		if s, ok := m[k]; ok {
 			return s
@@ -93,13 +120,14 @@ func field(v any, k string) any {
 
 // index replaces text/template's index: nil-safe, and it takes the
 // json.Number indexes event data carries.
-func index(v any, keys ...any) any {
+func (x *execution) index(v any, keys ...any) any {
+	x.tick()
 	for _, k := range keys {
 		switch kk := k.(type) {
 		case string:
 			v = field(v, kk)
 		default:
-			n, err := strconv.Atoi(format(k))
+			n, err := strconv.Atoi(x.format(k))
 			if err != nil {
 				return nil
 			}
@@ -118,16 +146,22 @@ func index(v any, keys ...any) any {
 
 // length replaces text/template's len: nothing has length 0, and text
 // is counted in characters, as WeChat counts.
-func length(v any) int {
+func (x *execution) length(v any) int {
 	switch v := v.(type) {
 	case nil:
 		return 0
 	case string:
+		x.spend(len(v))
 		return utf8.RuneCountInString(v)
 	case json.Number:
 		return len(v)
+	case *execution:
+		return len(v.vars)
+	case []any:
+		return len(v)
 	}
 	if items, ok := listItems(v); ok {
+		x.spend(len(items) * itemCost)
 		return len(items)
 	}
 	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Map {
@@ -136,27 +170,41 @@ func length(v any) int {
 	return 0
 }
 
-func outText(v any) string { return format(v) }
+func printText(b *budget, v any) string { return b.format(v) }
 
-// outRecipients marks empty placeholders, so a scope like
+// printRecipients marks empty placeholders, so a scope like
 // "buyer:{{ .data.buyer_id }}" with no buyer_id is an error rather than a
 // role in the scope "buyer:", and separates list items.
-func outRecipients(v any) string {
+func printRecipients(b *budget, v any) string {
 	if items, ok := listItems(v); ok {
+		if b.spend(len(items)*itemCost) != nil {
+			return ""
+		}
 		parts := make([]string, len(items))
 		for i, it := range items {
-			parts[i] = outRecipients(it)
+			if parts[i] = printRecipients(b, it); b.failed() {
+				return ""
+			}
 		}
-		return strings.Join(parts, listSep)
+		s := strings.Join(parts, listSep)
+		b.spend(len(s))
+		return s
 	}
-	if s := format(v); strings.TrimSpace(s) != "" {
+	if s := b.format(v); strings.TrimSpace(s) != "" {
 		return s
 	}
 	return emptyMarker
 }
 
-// format prints a value of event data the way a person expects to read it.
-func format(v any) string {
+// format prints a value without a budget, for checks made outside an
+// execution.
+func format(v any) string { return (*budget)(nil).format(v) }
+
+// format prints a value of event data the way a person expects to read
+// it. What it builds for lists and objects is counted: lists that `list`
+// nested in a loop share their items and print exponentially long. Once
+// the budget is spent it gives "".
+func (b *budget) format(v any) string {
 	switch v := v.(type) {
 	case nil:
 		return ""
@@ -180,21 +228,33 @@ func format(v any) string {
 		return v.Format(time.RFC3339)
 	case *big.Rat:
 		return trimZeros(v.FloatString(10))
+	case *execution:
+		return b.format(v.vars)
 	case fmt.Stringer:
 		return v.String()
 	case error:
 		return v.Error()
 	}
 	if items, ok := listItems(v); ok {
+		if b.spend(len(items)*itemCost) != nil {
+			return ""
+		}
 		parts := make([]string, len(items))
 		for i, it := range items {
-			parts[i] = format(it)
+			if parts[i] = b.format(it); b.failed() {
+				return ""
+			}
 		}
-		return strings.Join(parts, ", ")
+		s := strings.Join(parts, ", ")
+		b.spend(len(s))
+		return s
 	}
 	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Map {
-		if b, err := json.Marshal(v); err == nil {
-			return string(b)
+		// Objects come from event data only (no function builds one),
+		// so they are trees no larger than the event.
+		if j, err := json.Marshal(v); err == nil {
+			b.spend(len(j))
+			return string(j)
 		}
 	}
 	return fmt.Sprint(v)
@@ -255,10 +315,14 @@ func defaultValue(def, v any) any {
 // choose is `choose VALUE "k1" "v1" "k2" "v2" ["default"]`: the word for
 // a code, as statuses need ("assigned" -> "已派单"). Without a match and a
 // default it yields nothing, so the keyword reports itself empty.
-func choose(v any, pairs ...any) any {
-	s := format(v)
+func (x *execution) choose(v any, pairs ...any) any {
+	s := x.format(v)
 	for i := 0; i+1 < len(pairs); i += 2 {
-		if format(pairs[i]) == s {
+		k := x.format(pairs[i])
+		if x.spend(min(len(k), len(s))) != nil {
+			return nil
+		}
+		if k == s {
 			return pairs[i+1]
 		}
 	}
@@ -268,35 +332,68 @@ func choose(v any, pairs ...any) any {
 	return nil
 }
 
-func join(sep string, v any) string {
+func (x *execution) join(sep string, v any) string {
 	items, ok := listItems(v)
 	if !ok {
-		return format(v)
+		return x.format(v)
+	}
+	if x.spend(len(items)*itemCost) != nil {
+		return ""
 	}
 	parts := make([]string, 0, len(items))
 	for _, it := range items {
-		if s := format(it); s != "" {
+		s := x.format(it)
+		if x.failed() {
+			return ""
+		}
+		if s != "" {
 			parts = append(parts, s)
 		}
 	}
-	return strings.Join(parts, sep)
+	s := strings.Join(parts, sep)
+	if x.spend(len(s)) != nil {
+		return ""
+	}
+	return s
+}
+
+// transform is lower, upper, trim: a function of the printed value.
+func (x *execution) transform(v any, f func(string) string) string {
+	s := x.format(v)
+	if x.spend(2*len(s)) != nil {
+		return ""
+	}
+	return f(s)
 }
 
 // trunc is `trunc N VALUE`: at most N characters, the last one an ellipsis
 // when something was cut.
-func trunc(n int, v any) string {
-	return truncate(format(v), n)
+func (x *execution) trunc(n int, v any) string {
+	s := truncate(x.format(v), n)
+	x.spend(len(s))
+	return s
 }
 
 func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
+	if len(s) <= n {
 		return s
 	}
-	if n <= 0 {
-		return ""
+	// Counting as far as n+1 characters rather than all of them: s may be
+	// an event's megabyte.
+	cut, count := 0, 0
+	for i := range s {
+		if count == n-1 {
+			cut = i
+		}
+		if count == n {
+			if n <= 0 {
+				return ""
+			}
+			return s[:cut] + "…"
+		}
+		count++
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	return s
 }
 
 // zonedTime is a time that `tz` put in a zone: `date` then formats it in
@@ -317,36 +414,38 @@ func loadZone(name string) (*time.Location, error) {
 	return l, nil
 }
 
-func inZone(zone string, v any) (any, error) {
+func (x *execution) inZone(zone string, v any) (any, error) {
 	if v == nil {
-		return nil, nil
+		return nil, x.tick()
 	}
 	loc, err := loadZone(zone)
 	if err != nil {
 		return nil, err
 	}
-	t, err := parseInstant(v, loc)
+	t, err := parseInstant(&x.budget, v, loc)
 	if err != nil {
 		return nil, err
 	}
-	return zonedTime{t.In(loc)}, nil
+	return zonedTime{t.In(loc)}, x.tick()
 }
 
 // formatDate is `date LAYOUT VALUE` with a Go layout ("2006-01-02 15:04",
 // "1月2日 15:04"), in the rule's zone. Nothing in, nothing out, so
 // `default` can follow it.
-func formatDate(layout string, v any, loc *time.Location) (string, error) {
+func formatDate(b *budget, layout string, v any, loc *time.Location) (string, error) {
 	if empty(v) {
-		return "", nil
+		return "", b.tick()
 	}
 	if z, ok := v.(zonedTime); ok {
-		return z.Format(layout), nil
+		s := z.Format(layout)
+		return s, b.spend(len(s))
 	}
-	t, err := parseInstant(v, loc)
+	t, err := parseInstant(b, v, loc)
 	if err != nil {
 		return "", err
 	}
-	return t.In(loc).Format(layout), nil
+	s := t.In(loc).Format(layout)
+	return s, b.spend(len(s))
 }
 
 var (
@@ -357,10 +456,12 @@ var (
 	unixRE = regexp.MustCompile(`^\d{9,19}(\.\d{1,9})?$`)
 )
 
+const maxTimeText = 64
+
 // parseInstant reads a point in time from what events carry: RFC 3339,
 // Unix seconds or milliseconds (as numbers or strings), or a date and
 // time without a zone, which is read in loc.
-func parseInstant(v any, loc *time.Location) (time.Time, error) {
+func parseInstant(b *budget, v any, loc *time.Location) (time.Time, error) {
 	var s string
 	switch v := v.(type) {
 	case time.Time:
@@ -370,17 +471,24 @@ func parseInstant(v any, loc *time.Location) (time.Time, error) {
 	case float64:
 		s = strconv.FormatFloat(v, 'f', -1, 64)
 	default:
-		s = strings.TrimSpace(format(v))
+		s = strings.TrimSpace(b.format(v))
+		if err := b.spend(len(s)); err != nil {
+			return time.Time{}, err
+		}
 	}
-	if unixRE.MatchString(s) {
-		return parseUnix(s), nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	for _, l := range wallLayouts {
-		if t, err := time.ParseInLocation(l, s, loc); err == nil {
+	// No way of writing a time is longer, and a long text would be read
+	// (and copied into an error) once per layout.
+	if len(s) <= maxTimeText {
+		if unixRE.MatchString(s) {
+			return parseUnix(s), nil
+		}
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 			return t, nil
+		}
+		for _, l := range wallLayouts {
+			if t, err := time.ParseInLocation(l, s, loc); err == nil {
+				return t, nil
+			}
 		}
 	}
 	return time.Time{}, fmt.Errorf("cannot read %s as a time (want RFC 3339, Unix seconds or milliseconds, or 2006-01-02 15:04)", quote(s))
@@ -410,7 +518,7 @@ var decimalRE = regexp.MustCompile(`^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,2})?$`
 
 // parseDecimal reads an exact decimal. The pattern keeps big.Rat away from
 // fractions ("1/3") and from exponents that would take it minutes.
-func parseDecimal(v any) (*big.Rat, error) {
+func parseDecimal(b *budget, v any) (*big.Rat, error) {
 	var s string
 	switch v := v.(type) {
 	case float64:
@@ -418,7 +526,10 @@ func parseDecimal(v any) (*big.Rat, error) {
 	case *big.Rat:
 		return v, nil
 	default:
-		s = strings.TrimSpace(format(v))
+		s = strings.TrimSpace(b.format(v))
+		if err := b.spend(len(s)); err != nil {
+			return nil, err
+		}
 	}
 	s = digitGrouping.Replace(s)
 	if len(s) > 64 || !decimalRE.MatchString(s) {
@@ -440,25 +551,25 @@ func trimZeros(s string) string {
 
 // cents is `cents VALUE`: an amount in fen (hundredths), as payment
 // systems send it, as yuan: 123456 -> 1234.56.
-func cents(v any) (string, error) {
+func (x *execution) cents(v any) (string, error) {
 	if empty(v) {
-		return "", nil
+		return "", x.tick()
 	}
-	r, err := parseDecimal(v)
+	r, err := parseDecimal(&x.budget, v)
 	if err != nil {
 		return "", err
 	}
-	return trimZeros(new(big.Rat).Quo(r, big.NewRat(100, 1)).FloatString(4)), nil
+	return trimZeros(new(big.Rat).Quo(r, big.NewRat(100, 1)).FloatString(4)), x.tick()
 }
 
 // money is `money VALUE`: "￥1,234.50", two decimals, rounded half away
 // from zero. An amount keyword takes it as is (the separators are
 // dropped when fitting).
-func money(v any) (string, error) {
+func (x *execution) money(v any) (string, error) {
 	if empty(v) {
-		return "", nil
+		return "", x.tick()
 	}
-	r, err := parseDecimal(v)
+	r, err := parseDecimal(&x.budget, v)
 	if err != nil {
 		return "", err
 	}
@@ -468,7 +579,7 @@ func money(v any) (string, error) {
 		sign, s = "-", s[1:]
 	}
 	whole, frac, _ := strings.Cut(s, ".")
-	return sign + currencyYuan + groupThousands(whole) + "." + frac, nil
+	return sign + currencyYuan + groupThousands(whole) + "." + frac, x.tick()
 }
 
 func groupThousands(s string) string {
@@ -487,12 +598,6 @@ func groupThousands(s string) string {
 		b.WriteString(s[i : i+3])
 	}
 	return b.String()
-}
-
-// quote shows a value in an error message, shortened: errors travel in
-// result messages and should stay small.
-func quote(s string) string {
-	return strconv.Quote(truncate(s, 40))
 }
 
 var errEmpty = errors.New("empty")

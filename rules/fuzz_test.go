@@ -73,30 +73,59 @@ rules:
       thing7: '{{ .data.t | date "1月2日" }}{{ .time | date "15:04" }}'
 `
 
+// fuzzLoops are rules whose templates and condition loop over, nest and
+// grow what the fuzzer sends: whatever the data, each ends within the
+// limits, as a value or as a DataError.
+const fuzzLoops = `
+apps: {main: {appid: wx0123456789abcdef, secret: s}}
+templates: {t: {app: main, id: T, keywords: {thing1: thing, thing2: thing, thing3: thing, thing4: thing}}}
+rules:
+  - name: loops
+    on: ">"
+    when: 'all(data?.l ?? [], {# != "stop"})'
+    template: t
+    to: [users: '{{ range .data.l }}{{ range $.data.l }}{{ . }}{{ end }}{{ end }}']
+    data:
+      thing1: '{{ range $i, $e := .data.l }}{{ range $.data.l }}{{ $e }}{{ . }}{{ end }}{{ end }}x'
+      thing2: '{{ $x := list .data.s }}{{ range .data.l }}{{ $x = list $x $x }}{{ end }}{{ join "" $x }}x'
+      thing3: '{{ $s := printf "%v" .data.s }}{{ range .data.l }}{{ $s = printf "%s%s" $s $s }}{{ end }}{{ len $s }}'
+      thing4: '{{ range .data.n }}{{ $.data.s }}{{ end }}x'
+`
+
+// renderSeeds are event data for the rules above: every function and
+// keyword type, and data of the wrong shapes.
+var renderSeeds = []string{
+	`{"thing": "长长长长长长长长长长长长长长长长长长长长长", "number": "1e3", "letter": "abc", "symbol": "*",
+		  "cs": "SO-1", "time": 1795269900, "date": "2026-11-21T14:05:00Z", "amount": "￥1,234.5", "phone": "+86 138",
+		  "car": "粤a·8z888", "name": "王小明", "phrase": "已发货", "enum": "缺水", "user": "u", "users": ["a", "b", ""],
+		  "openid": "o", "p": "x", "id": "1", "s": "a", "l": [1, "x", null, {"k": 1}], "m": {"k": {"k": "v"}},
+		  "t": "2026-03-08T07:30:00Z", "n": 99999999999}`,
+	`{"time": "09:00~2026-11-21T14:05:00Z", "date": "2019年10月1日", "amount": -1, "number": 1.5e-7}`,
+	`[1, 2, 3]`, `"text"`, `null`, `{"l": "not a list", "m": [1], "n": "1/3", "t": "9999999999999999999"}`,
+	`{"skip": true}`, `{"thing": "\u0000\n\t\u202e"}`,
+}
+
 func FuzzRender(f *testing.F) {
 	set, err := rules.Parse("fuzz.yaml", []byte(fuzzRules), nil)
 	if err != nil {
 		f.Fatal(err)
 	}
 	sample := loadSample(f)
+	loops, err := rules.Parse("loops.yaml", []byte(fuzzLoops), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
 	files, _ := filepath.Glob("testdata/events/*.json")
 	for _, file := range files {
 		ev := cloudEvent(f, file)
 		data, _ := json.Marshal(ev.Data)
 		f.Add(ev.Type, data)
 	}
-	for _, seed := range []string{
-		`{"thing": "长长长长长长长长长长长长长长长长长长长长长", "number": "1e3", "letter": "abc", "symbol": "*",
-		  "cs": "SO-1", "time": 1795269900, "date": "2026-11-21T14:05:00Z", "amount": "￥1,234.5", "phone": "+86 138",
-		  "car": "粤a·8z888", "name": "王小明", "phrase": "已发货", "enum": "缺水", "user": "u", "users": ["a", "b", ""],
-		  "openid": "o", "p": "x", "id": "1", "s": "a", "l": [1, "x", null, {"k": 1}], "m": {"k": {"k": "v"}},
-		  "t": "2026-03-08T07:30:00Z", "n": 99999999999}`,
-		`{"time": "09:00~2026-11-21T14:05:00Z", "date": "2019年10月1日", "amount": -1, "number": 1.5e-7}`,
-		`[1, 2, 3]`, `"text"`, `null`, `{"l": "not a list", "m": [1], "n": "1/3", "t": "9999999999999999999"}`,
-		`{"skip": true}`, `{"thing": "\u0000\n\t\u202e"}`,
-	} {
+	for _, seed := range renderSeeds {
 		f.Add("order.created", []byte(seed))
 	}
+	f.Add("x", []byte(`{"l": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30],
+		"s": "abcdefghijklmnopqrstuvwxyz", "n": 200}`))
 	at := time.Date(2026, 11, 21, 14, 5, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, typ string, data []byte) {
 		var v any
@@ -106,7 +135,7 @@ func FuzzRender(f *testing.F) {
 			return
 		}
 		ev := &rules.Event{ID: "fuzz", Type: typ, Time: at, Data: v}
-		for _, s := range []*rules.Set{set, sample} {
+		for _, s := range []*rules.Set{set, sample, loops} {
 			for _, m := range s.Match(ev) {
 				checkRule(t, m, ev)
 			}
@@ -120,6 +149,19 @@ func checkRule(t *testing.T, m rules.Matched, ev *rules.Event) {
 	if m.Err != nil && !strings.Contains(m.Err.Error(), r.Name) {
 		t.Errorf("when error does not name the rule: %v", m.Err)
 	}
+	// Errors quote event data shortened, whatever its size.
+	defer func() {
+		p := r.Preview(ev)
+		errs := []error{m.Err, p.RecipientsErr, p.PageErr, p.DedupeErr}
+		for _, k := range p.Keywords {
+			errs = append(errs, k.Err)
+		}
+		for _, err := range errs {
+			if err != nil && len(err.Error()) > 1024 {
+				t.Errorf("a %d-byte error: %.200s", len(err.Error()), err)
+			}
+		}
+	}()
 	to, err := r.Recipients(ev)
 	var de *rules.DataError
 	if err != nil && !errors.As(err, &de) {

@@ -243,7 +243,7 @@ func fitNumber(v string) (string, error) {
 		return "", fmt.Errorf("%s is negative: number takes digits only (use a thing keyword for signed values)", quote(v))
 	}
 	// 1e3, 12.50e-1: exact, without the exponent.
-	if r, err := parseDecimal(s); err == nil && r.Sign() >= 0 {
+	if r, err := parseDecimal(nil, s); err == nil && r.Sign() >= 0 {
 		return trimZeros(r.FloatString(maxNumber)), nil
 	}
 	return "", fmt.Errorf("%s is not a number: number takes digits and a decimal point only", quote(v))
@@ -262,7 +262,7 @@ func fitAmount(v string) (string, error) {
 	if strings.HasPrefix(s, "-") {
 		return "", fmt.Errorf("%s is negative: amount takes a currency sign and digits only (use a thing keyword for refunds)", quote(v))
 	}
-	r, err := parseDecimal(s)
+	r, err := parseDecimal(nil, s)
 	if err != nil {
 		return "", fmt.Errorf("%s is not an amount: amount takes a currency sign and digits, like ￥100.00", quote(v))
 	}
@@ -405,7 +405,7 @@ func fitTime(v string, clock bool, loc *time.Location) (string, error) {
 		if clock && dateRE.MatchString(p) && !strings.Contains(p, ":") {
 			return "", fmt.Errorf("%s has no time of day: a time keyword needs one (use a date keyword for dates)", quote(p))
 		}
-		t, err := parseInstant(p, loc)
+		t, err := parseInstant(nil, p, loc)
 		if err != nil {
 			return "", err
 		}

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 	_ "time/tzdata" // time zones must resolve in minimal containers too
 
@@ -384,7 +383,7 @@ func (l *loader) rule(s *Set, i int, n *yaml.Node) *Rule {
 	if r.Location == nil {
 		r.Location, _ = loadZone(DefaultTimeZone)
 	}
-	funcs, recipientFuncs := funcMap(r.Location, false), funcMap(r.Location, true)
+	funcs, recipientFuncs := newFuncSet(r.Location, false), newFuncSet(r.Location, true)
 	if p, ok := m["when"]; ok {
 		r.When, _ = l.str(p.v, field+".when")
 		l.when(r, resolve(p.v), field+".when")
@@ -405,7 +404,7 @@ func (l *loader) when(r *Rule, n *yaml.Node, field string) {
 		r.When = ""
 		return
 	}
-	prog, err := compileWhen(r.When)
+	prog, counted, err := compileWhen(r.When)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
@@ -419,12 +418,12 @@ func (l *loader) when(r *Rule, n *yaml.Node, field string) {
 		l.errorf(n, field, "%q is always false: the rule can never match", r.When)
 		return
 	}
-	r.when = prog
+	r.when, r.whenCounted = prog, counted
 }
 
 // text parses a templated value and reports syntax errors and unknown
 // functions where they are.
-func (l *loader) text(n *yaml.Node, field string, funcs template.FuncMap) *text {
+func (l *loader) text(n *yaml.Node, field string, funcs *funcSet) *text {
 	src, ok := l.str(n, field)
 	if !ok {
 		return nil
@@ -433,6 +432,9 @@ func (l *loader) text(n *yaml.Node, field string, funcs template.FuncMap) *text 
 	if err != nil {
 		te := err.(*textError)
 		p := l.lineColPos(n, te.line, 0)
+		if te.off >= 0 {
+			p = l.offsetPos(n, te.off)
+		}
 		if te.fn != "" {
 			if off := fnOffset(src, te.fn); off >= 0 {
 				p = l.offsetPos(n, off)
@@ -456,7 +458,7 @@ func fnOffset(src, fn string) int {
 	return -1
 }
 
-func (l *loader) page(n *yaml.Node, field string, funcs template.FuncMap) *pageSpec {
+func (l *loader) page(n *yaml.Node, field string, funcs *funcSet) *pageSpec {
 	if n.Kind != yaml.MappingNode {
 		x := l.text(n, field, funcs)
 		if x == nil {
@@ -489,7 +491,7 @@ func (l *loader) page(n *yaml.Node, field string, funcs template.FuncMap) *pageS
 	return ps
 }
 
-func (l *loader) recipients(n *yaml.Node, field string, funcs template.FuncMap) []recipientSpec {
+func (l *loader) recipients(n *yaml.Node, field string, funcs *funcSet) []recipientSpec {
 	items := []*yaml.Node{n}
 	single := true
 	switch n.Kind {
@@ -550,7 +552,7 @@ func (l *loader) recipients(n *yaml.Node, field string, funcs template.FuncMap) 
 	return out
 }
 
-func (l *loader) data(r *Rule, m map[string]pair, n *yaml.Node, field string, funcs template.FuncMap) {
+func (l *loader) data(r *Rule, m map[string]pair, n *yaml.Node, field string, funcs *funcSet) {
 	p, ok := m["data"]
 	var entries []pair
 	if ok {
@@ -610,7 +612,7 @@ func (l *loader) data(r *Rule, m map[string]pair, n *yaml.Node, field string, fu
 	}
 }
 
-func (l *loader) policy(r *Rule, m map[string]pair, field string, funcs template.FuncMap) {
+func (l *loader) policy(r *Rule, m map[string]pair, field string, funcs *funcSet) {
 	r.Policy.Delivery = l.oneOf(m, "delivery", field, AtLeastOnce, AtLeastOnce, AtMostOnce)
 	if p, ok := m["quiet_hours"]; ok {
 		r.Policy.QuietHours = l.quietHours(resolve(p.v), field+".quiet_hours", r.Location)

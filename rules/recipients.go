@@ -123,7 +123,7 @@ func (r *Rule) Recipients(ev *Event) ([]Recipient, error) {
 func (r *Rule) items(x *text, vars map[string]any, field string) ([]string, error) {
 	s, err := x.exec(vars)
 	if err != nil {
-		return nil, &DataError{Rule: r.Name, Keyword: field, Reason: err.Error()}
+		return nil, &DataError{Rule: r.Name, Keyword: field, Reason: err.Error(), Err: err}
 	}
 	var out []string
 	for _, it := range strings.Split(s, listSep) {

@@ -57,7 +57,7 @@ func (r *Rule) renderPage(vars map[string]any) (string, error) {
 	}
 	path, err := r.page.path.exec(vars)
 	if err != nil {
-		return "", &DataError{Rule: r.Name, Keyword: "page", Reason: err.Error()}
+		return "", &DataError{Rule: r.Name, Keyword: "page", Reason: err.Error(), Err: err}
 	}
 	// A space would make WeChat refuse the page (41030); an id with one in
 	// it is still the id.
@@ -70,7 +70,7 @@ func (r *Rule) renderPage(vars map[string]any) (string, error) {
 	for i, q := range r.page.query {
 		v, err := q.value.exec(vars)
 		if err != nil {
-			return "", &DataError{Rule: r.Name, Keyword: "page", Reason: "query " + q.key + ": " + err.Error()}
+			return "", &DataError{Rule: r.Name, Keyword: "page", Reason: "query " + q.key + ": " + err.Error(), Err: err}
 		}
 		if v = clean(v); v == "" {
 			return "", &DataError{Rule: r.Name, Keyword: "page", Reason: fmt.Sprintf("query %s: empty: %s rendered nothing for this event", q.key, q.value.src)}
@@ -92,14 +92,14 @@ func (r *Rule) renderPage(vars map[string]any) (string, error) {
 func (r *Rule) renderKeyword(k *keywordSpec, vars map[string]any) (raw, fitted string, err error) {
 	raw, err = k.text.exec(vars)
 	if err != nil {
-		return "", "", &DataError{Rule: r.Name, Keyword: k.key, Reason: err.Error()}
+		return "", "", &DataError{Rule: r.Name, Keyword: k.key, Reason: err.Error(), Err: err}
 	}
 	fitted, err = Fit(k.typ, raw, r.Location, k.enum)
 	if errors.Is(err, errEmpty) {
 		return raw, "", &DataError{Rule: r.Name, Keyword: k.key, Reason: fmt.Sprintf("empty: %s rendered nothing for this event", k.text.src)}
 	}
 	if err != nil {
-		return raw, "", &DataError{Rule: r.Name, Keyword: k.key, Reason: err.Error()}
+		return raw, "", &DataError{Rule: r.Name, Keyword: k.key, Reason: err.Error(), Err: err}
 	}
 	return raw, fitted, nil
 }
@@ -119,7 +119,7 @@ func (r *Rule) DedupeKey(ev *Event) (string, error) {
 func (r *Rule) dedupeKey(vars map[string]any) (string, error) {
 	k, err := r.dedup.exec(vars)
 	if err != nil {
-		return "", &DataError{Rule: r.Name, Keyword: "dedupe.key", Reason: err.Error()}
+		return "", &DataError{Rule: r.Name, Keyword: "dedupe.key", Reason: err.Error(), Err: err}
 	}
 	if k = clean(k); k == "" {
 		return "", &DataError{Rule: r.Name, Keyword: "dedupe.key", Reason: fmt.Sprintf("empty: %s rendered nothing for this event", r.dedup.src)}

@@ -121,11 +121,14 @@ type Rule struct {
 	// function date: the rule's time_zone, else its app's.
 	Location *time.Location
 
-	when  *vm.Program
-	page  *pageSpec
-	to    []recipientSpec
-	data  []keywordSpec // in template key order
-	dedup *text
+	when *vm.Program
+	// whenCounted says that the condition was patched to count what it
+	// does, and needs a budget to run.
+	whenCounted bool
+	page        *pageSpec
+	to          []recipientSpec
+	data        []keywordSpec // in template key order
+	dedup       *text
 }
 
 type keywordSpec struct {
