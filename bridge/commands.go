@@ -99,8 +99,17 @@ func (b *Bridge) serveCommands() (stop func(), err error) {
 		return nil
 	}
 	stop = func() {
+		// Drain: commands already delivered to this process are handled
+		// (their callbacks registered in wg) before the wait, and none
+		// arrives after it.
 		for _, s := range subs {
-			_ = s.Unsubscribe()
+			_ = s.Drain()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for _, s := range subs {
+			for s.IsValid() && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 		wg.Wait()
 	}

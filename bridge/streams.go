@@ -44,8 +44,11 @@ func (b *Bridge) provision(ctx context.Context) error {
 		Subjects:    []string{b.subject("results.>"), b.subject("subscriptions.>"), b.deadSubject()},
 		Storage:     jetstream.FileStorage,
 		MaxAge:      b.cfg.OutputMaxAge,
-		Duplicates:  2 * time.Minute,
-		Replicas:    b.cfg.Replicas,
+		// Longer than any relay takes to hand an entry out again (a bridge
+		// that died holding it: the outbox consumer's ack wait), so a copy
+		// is always dropped.
+		Duplicates: 10 * time.Minute,
+		Replicas:   b.cfg.Replicas,
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, out); err != nil {
 		return fmt.Errorf("create stream %s: %w", b.cfg.OutputStream, err)

@@ -250,11 +250,19 @@ type PushHandler struct {
 	// warned is when each app was last warned about taking plaintext
 	// pushes despite its key.
 	warned map[string]time.Time
+	// running counts Handle calls, which may outlive their request (see
+	// HandleTimeout): Wait waits for them.
+	running sync.WaitGroup
 }
 
 // plaintextWarnEvery spaces the warnings about plaintext pushes accepted
 // under AllowPlaintext: loud enough to be noticed, not one per push.
 const plaintextWarnEvery = 10 * time.Minute
+
+// Wait waits for every Handle call under way, including those whose
+// request was already answered: call it after the HTTP server stopped and
+// before closing what Handle writes to.
+func (h *PushHandler) Wait() { h.running.Wait() }
 
 // ServeHTTP answers WeChat's URL verification (GET) and pushes (POST).
 func (h *PushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -385,7 +393,9 @@ func (h *PushHandler) deliver(app, key string, p *Push) error {
 		// Detached from the request: WeChat hanging up must not abort a
 		// transaction halfway; the deadline still bounds it.
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		h.running.Add(1)
 		go func() {
+			defer h.running.Done()
 			defer cancel()
 			err := h.callHandle(ctx, app, p)
 			mem.finish(app, key, f, err, h.now())

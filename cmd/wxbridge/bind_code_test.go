@@ -44,19 +44,19 @@ func TestOpenIDBindRefusedWhenCodeOnly(t *testing.T) {
 	unchanged := func(when string) {
 		t.Helper()
 		for user, openid := range map[string]string{"alice": "o-alice", "bob": "o-bob"} {
-			if b, ok, err := h.svc.db.Binding(ctx, "main", user); err != nil || !ok || b.OpenID != openid {
+			if b, ok, err := h.svc.store.Binding(ctx, "main", user); err != nil || !ok || b.OpenID != openid {
 				t.Errorf("%s: binding of %s = %+v %v %v, want %s", when, user, b, ok, err, openid)
 			}
-			if owner, ok, err := h.svc.db.UserByOpenID(ctx, "main", openid); err != nil || !ok || owner != user {
+			if owner, ok, err := h.svc.store.UserByOpenID(ctx, "main", openid); err != nil || !ok || owner != user {
 				t.Errorf("%s: %s belongs to %q %v %v, want %s", when, openid, owner, ok, err, user)
 			}
 		}
 		for _, user := range []string{"mallory", "carol"} {
-			if b, ok, _ := h.svc.db.Binding(ctx, "main", user); ok {
+			if b, ok, _ := h.svc.store.Binding(ctx, "main", user); ok {
 				t.Errorf("%s: %s got a binding: %+v", when, user, b)
 			}
 		}
-		if owner, ok, _ := h.svc.db.UserByOpenID(ctx, "main", "o-mallory"); ok {
+		if owner, ok, _ := h.svc.store.UserByOpenID(ctx, "main", "o-mallory"); ok {
 			t.Errorf("%s: o-mallory belongs to %s", when, owner)
 		}
 	}
@@ -93,7 +93,7 @@ func TestOpenIDBindRefusedWhenCodeOnly(t *testing.T) {
 
 	// A code may still move an account: the person proved they hold it.
 	bindByCode("carol", "o-bob")
-	if owner, _, _ := h.svc.db.UserByOpenID(ctx, "main", "o-bob"); owner != "carol" {
+	if owner, _, _ := h.svc.store.UserByOpenID(ctx, "main", "o-bob"); owner != "carol" {
 		t.Fatalf("o-bob after carol's code bind belongs to %q", owner)
 	}
 
@@ -109,7 +109,7 @@ func TestOpenIDBindRefusedWhenCodeOnly(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	h.bind("dave", "o-dave")
-	if b, _, _ := h.svc.db.Binding(ctx, "main", "dave"); b.OpenID != "o-dave" {
+	if b, _, _ := h.svc.store.Binding(ctx, "main", "dave"); b.OpenID != "o-dave" {
 		t.Fatalf("openid bind with bind: any: %+v", b)
 	}
 }

@@ -29,7 +29,7 @@ func TestImportAndState(t *testing.T) {
 	if code != 1 || !strings.Contains(out.String(), "imported 2 bindings, 1 failed") || !strings.Contains(errs.String(), "bindings.csv:4:") {
 		t.Fatalf("import bindings: exit %d\n%s\n%s", code, out.String(), errs.String())
 	}
-	if b, ok, _ := h.svc.db.Binding(context.Background(), "main", "u1"); !ok || b.OpenID != "o1" || b.UnionID != "x1" {
+	if b, ok, _ := h.svc.store.Binding(context.Background(), "main", "u1"); !ok || b.OpenID != "o1" || b.UnionID != "x1" {
 		t.Fatalf("binding of u1: %+v", b)
 	}
 	out.Reset()
@@ -38,7 +38,7 @@ func TestImportAndState(t *testing.T) {
 	if code != 1 || !strings.Contains(out.String(), "imported 3 roles, 1 failed") {
 		t.Fatalf("import roles: exit %d\n%s\n%s", code, out.String(), errs.String())
 	}
-	members, _ := h.svc.db.RoleMembers(context.Background(), "member", "team:1")
+	members, _ := h.svc.store.RoleMembers(context.Background(), "member", "team:1")
 	if len(members) != 1 || members[0].UserID != "u1" {
 		t.Fatalf("members after grant, grant, revoke: %+v", members)
 	}

@@ -19,8 +19,12 @@ import (
 
 const defaultNATS = "nats://127.0.0.1:4222"
 
-func dial(url string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name("wxbridge-cli"), nats.Timeout(5*time.Second))
+func dial(url string, auth *natsAuth) (*nats.Conn, error) {
+	opts, err := auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.Name("wxbridge-cli"), nats.Timeout(5*time.Second))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s (is `wxbridge serve` running?): %w", url, err)
 	}
@@ -53,6 +57,8 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	file := f.str("file", "", "", "file holding the event payload")
 	id := f.str("id", "", "", "event id, sent as Nats-Msg-Id (republishing the same id is a duplicate)")
 	url := f.str("nats", "WXBRIDGE_NATS_URL", defaultNATS, "NATS server URL")
+	var auth natsAuth
+	auth.register(f)
 	prefix := f.str("prefix", "WXBRIDGE_EVENT_PREFIX", "events.", "subject prefix of events")
 	pos, err := f.parse(args)
 	if err != nil {
@@ -65,7 +71,7 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	nc, err := dial(*url)
+	nc, err := dial(*url, &auth)
 	if err != nil {
 		return err
 	}
@@ -98,6 +104,8 @@ func cmdRequest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	data := f.str("data", "", "", "request body (JSON)")
 	file := f.str("file", "", "", "file holding the request body")
 	url := f.str("nats", "WXBRIDGE_NATS_URL", defaultNATS, "NATS server URL")
+	var auth natsAuth
+	auth.register(f)
 	timeout := f.Duration("timeout", 10*time.Second, "how long to wait for the reply")
 	pos, err := f.parse(args)
 	if err != nil {
@@ -110,7 +118,7 @@ func cmdRequest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	nc, err := dial(*url)
+	nc, err := dial(*url, &auth)
 	if err != nil {
 		return err
 	}
@@ -128,6 +136,8 @@ func cmdRequest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("watch", stderr, "watch [SUBJECT] [--nats URL]\n\nPrints what wxbridge published (default wxbridge.>), from the start of its stream")
 	url := f.str("nats", "WXBRIDGE_NATS_URL", defaultNATS, "NATS server URL")
+	var auth natsAuth
+	auth.register(f)
 	stream := f.str("stream", "", "WXBRIDGE", "stream holding the subject")
 	pos, err := f.parse(args)
 	if err != nil {
@@ -139,7 +149,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else if len(pos) > 1 {
 		return usagef("want at most one SUBJECT")
 	}
-	nc, err := dial(*url)
+	nc, err := dial(*url, &auth)
 	if err != nil {
 		return err
 	}

@@ -111,7 +111,7 @@ func (h *harness) subscription(openid, tpl string, ok func(storage.Subscription)
 	h.t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		s, _, err := h.svc.db.Subscription(context.Background(), "main", openid, tpl)
+		s, _, err := h.svc.store.Subscription(context.Background(), "main", openid, tpl)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func (h *harness) subscription(openid, tpl string, ok func(storage.Subscription)
 // (FromUserName + CreateTime), as at WeChat.
 func (h *harness) grant(user, openid, tpl string, n int) {
 	h.t.Helper()
-	before, _, _ := h.svc.db.Subscription(context.Background(), "main", openid, tpl)
+	before, _, _ := h.svc.store.Subscription(context.Background(), "main", openid, tpl)
 	for i := 0; i < n; i++ {
 		h.svc.emu.Accept(flowAppID, openid, tpl)
 		var reply bridge.SubscriptionsReply
@@ -148,7 +148,7 @@ func (h *harness) eventDone(id string) {
 	h.t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		if _, done, _ := h.svc.db.EventDone(context.Background(), id); done {
+		if _, done, _ := h.svc.store.EventDone(context.Background(), id); done {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -328,7 +328,7 @@ func TestForgedCallbackChangesNothing(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("replayed push answered %d", resp.StatusCode)
 	}
-	if s, found, _ := h.svc.db.Subscription(context.Background(), "main", "o1", tplNotice); found {
+	if s, found, _ := h.svc.store.Subscription(context.Background(), "main", "o1", tplNotice); found {
 		t.Fatalf("a refused push changed the ledger: %+v", s)
 	}
 }
@@ -346,7 +346,7 @@ func TestBindByCodeAndRoleFanOut(t *testing.T) {
 	if reply.Error != "" || reply.OpenID != "o-lead" {
 		t.Fatalf("bind by code: %+v", reply)
 	}
-	if b, _, _ := h.svc.db.Binding(context.Background(), "main", "lead"); b.UnionID != "union-lead" {
+	if b, _, _ := h.svc.store.Binding(context.Background(), "main", "lead"); b.UnionID != "union-lead" {
 		t.Fatalf("unionid not stored: %+v", b)
 	}
 	h.request("wxbridge.cmd.bind", bridge.BindRequest{App: "main", UserID: "other", Code: code}, &reply)
@@ -473,7 +473,7 @@ func TestAdminAPI(t *testing.T) {
 	if code, _ := get("/v1/events/nope", token); code != http.StatusNotFound {
 		t.Fatalf("unknown event: %d", code)
 	}
-	tok, _, _ := h.svc.db.LoadToken(context.Background(), flowAppID+"/stable")
+	tok, _, _ := h.svc.store.LoadToken(context.Background(), flowAppID+"/stable")
 	for _, path := range []string{"/v1/users/u1", "/v1/events/a-1", "/v1/roles/member?scope=team:1", "/metrics"} {
 		_, body := get(path, token)
 		for _, secret := range []string{flowSecret, flowAESKey, flowToken, tok} {
@@ -523,7 +523,7 @@ func TestRepublishedEventIsDuplicate(t *testing.T) {
 	if n := len(h.svc.emu.Sends()); n != 1 {
 		t.Fatalf("WeChat got %d sends for one event id", n)
 	}
-	if s, _, _ := h.svc.db.Subscription(context.Background(), "main", "o1", tplNotice); s.Credits != 1 {
+	if s, _, _ := h.svc.store.Subscription(context.Background(), "main", "o1", tplNotice); s.Credits != 1 {
 		t.Fatalf("the duplicate spent a credit: %+v", s)
 	}
 }

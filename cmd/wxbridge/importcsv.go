@@ -26,6 +26,8 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"roles.csv columns:    user_id,role,scope[,action]   (action: grant, the default, or revoke)\n"+
 		"The first row is a header naming the columns.")
 	url := f.str("nats", "WXBRIDGE_NATS_URL", defaultNATS, "NATS server URL")
+	var auth natsAuth
+	auth.register(f)
 	prefix := f.str("prefix", "WXBRIDGE_PREFIX", "wxbridge", "subject prefix of the bridge's commands")
 	pos, err := f.parse(args)
 	if err != nil {
@@ -43,7 +45,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return &usageError{fmt.Errorf("%s: %w", pos[1], err)}
 	}
-	nc, err := dial(*url)
+	nc, err := dial(*url, &auth)
 	if err != nil {
 		return err
 	}

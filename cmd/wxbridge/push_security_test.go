@@ -89,14 +89,14 @@ func TestForgedPlaintextPushUnderARealSignature(t *testing.T) {
 
 	// A push is applied before it is answered, so a forgery that got
 	// through would show in the ledger by now.
-	s, _, err := h.svc.db.Subscription(context.Background(), "main", "o1", tplNotice)
+	s, _, err := h.svc.store.Subscription(context.Background(), "main", "o1", tplNotice)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Credits != 2 || s.Status != storage.StatusAccept {
 		t.Fatalf("after forged pushes the ledger of o1 says %s with %d credits, want accept with 2", s.Status, s.Credits)
 	}
-	if s, found, _ := h.svc.db.Subscription(context.Background(), "main", "o-mallory", tplNotice); found {
+	if s, found, _ := h.svc.store.Subscription(context.Background(), "main", "o-mallory", tplNotice); found {
 		t.Fatalf("a forged accept created a ledger entry: %+v", s)
 	}
 
@@ -124,7 +124,7 @@ func TestPlaintextPushNeedsTheMigrationSetting(t *testing.T) {
 		if len(pushes) != 1 || pushes[0].Delivered || len(pushes[0].Tries) == 0 || pushes[0].Tries[0].Status != http.StatusUnauthorized {
 			t.Fatalf("plaintext push to an app with an aes_key: %+v, want refused with 401", pushes)
 		}
-		if s, found, _ := h.svc.db.Subscription(context.Background(), "main", "o1", tplNotice); found {
+		if s, found, _ := h.svc.store.Subscription(context.Background(), "main", "o1", tplNotice); found {
 			t.Fatalf("a refused plaintext push changed the ledger: %+v", s)
 		}
 		// URL verification has no body to protect: it works in every mode.

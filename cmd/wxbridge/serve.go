@@ -36,6 +36,7 @@ import (
 type serveConfig struct {
 	RulesPath  string
 	NATSURL    string // "" starts an embedded server
+	NATSAuth   natsAuth
 	NATSListen string // client address of the embedded server ("" = in-process only)
 	DataDir    string
 	Listen     string
@@ -67,7 +68,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f := newFlags("serve", stderr, "serve [flags]")
 	cfg := serveConfig{Logger: newLogger(stderr)}
 	f.StringVar(&cfg.RulesPath, "rules", envOr("WXBRIDGE_RULES", "rules.yaml"), "rules file (env WXBRIDGE_RULES)")
-	f.StringVar(&cfg.NATSURL, "nats", envOr("WXBRIDGE_NATS_URL", ""), "NATS server URL; empty starts an embedded server (env WXBRIDGE_NATS_URL)")
+	f.StringVar(&cfg.NATSURL, "nats", envOr("WXBRIDGE_NATS_URL", ""), "NATS server URL(s), comma-separated; empty starts an embedded server (env WXBRIDGE_NATS_URL)")
+	cfg.NATSAuth.register(f)
 	f.StringVar(&cfg.NATSListen, "nats-listen", envOr("WXBRIDGE_NATS_LISTEN", "127.0.0.1:4222"), "client address of the embedded NATS server; empty for in-process only (env WXBRIDGE_NATS_LISTEN)")
 	f.StringVar(&cfg.DataDir, "data", envOr("WXBRIDGE_DATA", "./data"), "data directory: bbolt file and embedded NATS store (env WXBRIDGE_DATA)")
 	f.StringVar(&cfg.Listen, "listen", envOr("WXBRIDGE_LISTEN", "127.0.0.1:8080"), "HTTP address: callbacks, health, metrics, admin (env WXBRIDGE_LISTEN)")
@@ -129,18 +131,41 @@ func tuneGC() {
 	}
 }
 
+// openState opens the state backend cfg names.
+func openState(_ context.Context, cfg serveConfig, _ *nats.Conn) (stateStore, error) {
+	db, err := storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix),
+		Linger: cfg.CommitLinger, Now: cfg.Bridge.Now})
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// stateStore is a state backend as serve holds it: the bridge's whole
+// contract, the few reads operators' tools and tests make besides, and
+// closing. Both backends are one.
+type stateStore interface {
+	bridge.Store
+	Subscription(ctx context.Context, app, openid, templateID string) (storage.Subscription, bool, error)
+	UserByOpenID(ctx context.Context, app, openid string) (string, bool, error)
+	Close() error
+}
+
+var _ stateStore = (*storage.DB)(nil)
+
 // service is a running wxbridge: the composition root of `serve`.
 type service struct {
 	cfg    serveConfig
 	log    *slog.Logger
 	ns     *embednats.Server
 	nc     *nats.Conn
-	db     *storage.DB
+	store  stateStore
 	wx     *wechat.Client
 	emu    *wechattest.Emulator
 	bridge *bridge.Bridge
 	ln     net.Listener      // until http owns it
 	http   *httpserve.Server // set by mountHTTP
+	push   *wechat.PushHandler
 }
 
 // startService opens everything serve needs. On error, whatever was opened
@@ -175,33 +200,39 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 		log.Info("WeChat emulator running in-process", "url", apiURL)
 	}
 
-	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix), Linger: cfg.CommitLinger, Now: cfg.Bridge.Now}); err != nil {
+	// NATS first: a state backend may live there.
+	natsOpts, err := cfg.NATSAuth.options()
+	if err != nil {
 		return nil, err
-	}
-	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.db, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat")}); err != nil {
-		return nil, &usageError{err}
-	}
-
-	connect := func() (*nats.Conn, error) {
-		return nats.Connect(cfg.NATSURL, nats.Name("wxbridge"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
 	}
 	if cfg.NATSURL == "" {
 		s.ns, err = embednats.Start(embednats.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen, Logger: log})
 		if err != nil {
 			return nil, err
 		}
-		connect = func() (*nats.Conn, error) { return s.ns.Connect() }
 		if u := s.ns.ClientURL(); u != "" {
 			log.Info("embedded NATS server running", "url", u)
 		}
+		s.nc, err = s.ns.Connect()
+	} else {
+		s.nc, err = nats.Connect(cfg.NATSURL, append(natsOpts, nats.Name("wxbridge"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))...)
+		if err == nil {
+			log.Info("connected to NATS", "url", s.nc.ConnectedUrlRedacted(), "auth", cfg.NATSAuth.describe())
+		}
 	}
-	if s.nc, err = connect(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	if s.store, err = openState(ctx, cfg, s.nc); err != nil {
+		return nil, err
+	}
+	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.store, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat")}); err != nil {
+		return nil, &usageError{err}
 	}
 
 	bc := cfg.Bridge
-	bc.Conn, bc.Store, bc.WeChat, bc.Logger = s.nc, s.db, s.wx, log
-	bc.LegacyIDsBefore = s.db.LegacyIDsBefore()
+	bc.Conn, bc.Store, bc.WeChat, bc.Logger = s.nc, s.store, s.wx, log
+	bc.LegacyIDsBefore = s.store.LegacyIDsBefore()
 	if s.bridge, err = bridge.New(bc); err != nil {
 		return nil, err
 	}
@@ -247,6 +278,7 @@ func (s *service) mountHTTP() {
 	handle := func(pattern string, h http.Handler, l httpserve.Limits) { mux.Handle(pattern, s.http.Route(h, l)) }
 
 	push := &wechat.PushHandler{Config: s.bridge.PushConfig, Handle: s.bridge.HandlePush, Logger: s.log.With("component", "callback")}
+	s.push = push
 	handle("/wechat/callback/{app}", push, callbackLimits)
 	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }), probeLimits)
 	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -288,7 +320,7 @@ func (s *service) ready() error {
 	if err := s.bridge.Progress(ctx); err != nil {
 		return err
 	}
-	if err := s.db.Ping(); err != nil {
+	if err := s.store.Ping(); err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	return nil
@@ -426,6 +458,8 @@ func (s *service) run(ctx context.Context) error {
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	_ = s.http.Shutdown(shutCtx)
+	for range httpErr { // the server goroutine has returned
+	}
 	return err
 }
 
@@ -438,6 +472,11 @@ func (s *service) close() {
 	} else if s.ln != nil {
 		_ = s.ln.Close()
 	}
+	if s.push != nil {
+		// A push answered 500 for overrunning its deadline may still be
+		// writing: the state closes after it.
+		s.push.Wait()
+	}
 	if s.wx != nil {
 		_ = s.wx.Close()
 	}
@@ -447,8 +486,8 @@ func (s *service) close() {
 	if s.ns != nil {
 		s.ns.Shutdown()
 	}
-	if s.db != nil {
-		if err := s.db.Close(); err != nil {
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
 			s.log.Warn("close database", "err", err)
 		}
 	}
