@@ -10,16 +10,16 @@ import (
 // statuses, reasons and WeChat errcodes are small fixed sets, apps and
 // event types come from the rules.
 type metrics struct {
-	events      *prometheus.CounterVec   // outcome: done, retry, dead, duplicate, no_match, error
-	results     *prometheus.CounterVec   // status, reason, errcode
-	wechat      *prometheus.HistogramVec // WeChat send latency by app and outcome
-	retries     prometheus.Counter
-	dead        prometheus.Counter
-	inFlight    prometheus.Gauge
-	sending     prometheus.Gauge
-	configErrs  *prometheus.CounterVec // app, errcode: the ones an operator must fix
-	pushes      *prometheus.CounterVec // app, event, outcome
-	deferred    prometheus.Counter
+	events       *prometheus.CounterVec   // outcome: done, retry, dead, duplicate, no_match, error
+	results      *prometheus.CounterVec   // status, reason, errcode
+	wechat       *prometheus.HistogramVec // WeChat send latency by app and outcome
+	retries      prometheus.Counter
+	dead         prometheus.Counter
+	inFlight     prometheus.Gauge
+	sending      prometheus.Gauge
+	configErrs   *prometheus.CounterVec // app, errcode: the ones an operator must fix
+	pushes       *prometheus.CounterVec // app, event, outcome
+	deferred     prometheus.Counter
 	outboxFails  prometheus.Counter
 	scheduleErrs prometheus.Counter
 }
