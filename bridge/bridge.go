@@ -215,11 +215,12 @@ type Bridge struct {
 	repeats  *repeatLimiter
 	progress progress
 
-	// tasks bounds the recipients being worked on at once, across events:
-	// without it a burst of fan-out events starts a goroutine for every
-	// recipient of every event in flight (64 events to 1,000 users took
-	// over 1 GiB), while only MaxSends of them can be calling WeChat.
-	tasks chan struct{}
+	// taskWorkers run the recipients of events with more than one, at most
+	// MaxSends at once across events: a goroutine for every recipient of
+	// every event in flight (64 events to 1,000 users) took over 1 GiB,
+	// while only MaxSends of them can be calling WeChat. eventWorkers run
+	// events, MaxInFlight at once. Both are started by Run.
+	taskWorkers, eventWorkers *workers
 
 	jsOnce sync.Once
 	jsCtx  jetstream.JetStream
@@ -232,7 +233,7 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, fmt.Errorf("bridge config: %w", err)
 	}
 	b := &Bridge{cfg: cfg, log: cfg.Logger,
-		sends: make(chan struct{}, cfg.MaxSends), tasks: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
+		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
 		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
 		repeats: newRepeatLimiter(time.Minute, cfg.Now)}
 	b.rules.Store(&rules.Set{})
@@ -272,6 +273,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.provision(ctx); err != nil {
 		return err
 	}
+	b.eventWorkers, b.taskWorkers = startWorkers(b.cfg.MaxInFlight), startWorkers(b.cfg.MaxSends)
+	defer func() {
+		// Last: everything that hands them work has stopped.
+		b.eventWorkers.stop()
+		b.taskWorkers.stop()
+	}()
 	// The publisher and the sweep outlive the intake: the last events'
 	// results are published after it stopped.
 	bgCtx, stopBackground := context.WithCancel(context.Background())

@@ -52,7 +52,11 @@ func (b *Bridge) consumeEvents() (*consumer, error) {
 	}
 	hb := &heartbeats{msgs: map[*nats.Msg]struct{}{}}
 	router.AddConsumerHandler("events", b.cfg.EventSubjects[0], sub, func(msg *message.Message) error {
-		return b.handleDelivery(msg, hb)
+		// The router's goroutine per message only waits: the work runs on
+		// a long-lived worker (see workers).
+		done := make(chan error, 1)
+		b.eventWorkers.do(func() { done <- b.handleDelivery(msg, hb) })
+		return <-done
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &consumer{sub: sub, router: router, cancel: cancel, runErr: make(chan error, 1), beat: make(chan struct{})}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -117,37 +119,31 @@ func (b *Bridge) decodeEvent(r *rawEvent) (*event, error) {
 	if len(body) == 0 {
 		return nil, bad("event body is empty")
 	}
-	if !json.Valid(body) {
-		return nil, bad("event body is not JSON")
-	}
 	if !utf8.Valid(body) {
 		// JSON is UTF-8 (RFC 8259); Go would quietly turn the bad bytes
 		// into U+FFFD and send them on.
 		return nil, bad("event body is not JSON: it is not UTF-8")
 	}
+	// The body is parsed once: it is the event's data, or a structured
+	// CloudEvent whose attributes and data are read from the result.
+	var body1 any
+	if err := decodeJSON(&body1, body); err != nil {
+		return nil, bad("event body is not JSON: %s", clip(err.Error()))
+	}
 	specversion, err := r.header1("ce-specversion")
 	if err != nil {
 		return nil, err
 	}
-	binaryCE := specversion != ""
-	// An object body is decoded once: it either is a structured CloudEvent
-	// or becomes the event's data.
-	var object any
-	structuredCE := false
-	if !binaryCE && body[0] == '{' {
-		if err := decodeJSON(&object, body); err != nil {
-			return nil, bad("event data: %v", err)
-		}
-		m, _ := object.(map[string]any)
-		_, structuredCE = m["specversion"]
-	}
+	object, _ := body1.(map[string]any)
+	_, structuredCE := object["specversion"]
 	switch {
-	case binaryCE:
-		if err := binaryCloudEvent(ev.Event, r, body); err != nil {
+	case specversion != "":
+		if err := binaryCloudEvent(ev.Event, r); err != nil {
 			return nil, err
 		}
+		ev.Data = body1
 	case structuredCE:
-		if err := structuredCloudEvent(ev.Event, body); err != nil {
+		if err := structuredCloudEvent(ev.Event, object); err != nil {
 			return nil, err
 		}
 	default:
@@ -155,11 +151,7 @@ func (b *Bridge) decodeEvent(r *rawEvent) (*event, error) {
 			return nil, bad("event on %s has no type (subject is not under %q)", clip(r.subject), b.cfg.EventPrefix)
 		}
 		ev.Type = strings.TrimPrefix(r.subject, b.cfg.EventPrefix)
-		if object != nil {
-			ev.Data = object
-		} else if err := decodeData(ev.Event, body); err != nil {
-			return nil, err
-		}
+		ev.Data = body1
 	}
 	if ev.Type == "" {
 		return nil, bad("event has no type")
@@ -219,66 +211,76 @@ func clipTo(s string, n int) string {
 	return s[:cut] + marker
 }
 
-func decodeData(ev *rules.Event, data []byte) error {
-	if err := decodeJSON(&ev.Data, data); err != nil {
-		return bad("event data: %v", err)
+// decodeJSON decodes one JSON value, all of data, keeping numbers exact
+// (amounts, 19-digit ids).
+func decodeJSON(v *any, data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
 	}
 	return nil
 }
 
-func decodeJSON(v *any, data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // keep amounts and 19-digit ids exact
-	return dec.Decode(v)
-}
-
-type cloudEvent struct {
-	SpecVersion string          `json:"specversion"`
-	ID          string          `json:"id"`
-	Source      string          `json:"source"`
-	Type        string          `json:"type"`
-	Time        string          `json:"time"`
-	Data        json.RawMessage `json:"data"`
-	DataBase64  string          `json:"data_base64"`
-}
-
-func structuredCloudEvent(ev *rules.Event, body []byte) error {
-	var ce cloudEvent
-	if err := json.Unmarshal(body, &ce); err != nil {
-		return bad("CloudEvent: %s", clip(err.Error()))
+// structuredCloudEvent reads a structured-mode CloudEvent from its decoded
+// object. Attributes are strings; data is any JSON, data_base64 base64 of
+// JSON.
+func structuredCloudEvent(ev *rules.Event, ce map[string]any) error {
+	attr := func(name string) (string, error) {
+		v, ok := ce[name]
+		if !ok || v == nil {
+			return "", nil
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", bad("CloudEvent %s is not a string", name)
+		}
+		return s, nil
 	}
-	if ce.Type == "" {
+	var err error
+	var tm, data64 string
+	for _, a := range []struct {
+		name string
+		to   *string
+	}{{"id", &ev.ID}, {"source", &ev.Source}, {"type", &ev.Type}, {"time", &tm}, {"data_base64", &data64}} {
+		if *a.to, err = attr(a.name); err != nil {
+			return err
+		}
+	}
+	if ev.Type == "" {
 		return bad("CloudEvent has no type")
 	}
-	ev.ID, ev.Source, ev.Type = ce.ID, ce.Source, ce.Type
-	if ce.Time != "" {
-		t, err := time.Parse(time.RFC3339Nano, ce.Time)
+	if tm != "" {
+		t, err := time.Parse(time.RFC3339Nano, tm)
 		if err != nil {
-			return bad("CloudEvent time %q: not RFC 3339", clip(ce.Time))
+			return bad("CloudEvent time %q: not RFC 3339", clip(tm))
 		}
 		ev.Time = t
 	}
-	data := []byte(ce.Data)
-	if ce.DataBase64 != "" {
-		raw, err := base64.StdEncoding.DecodeString(ce.DataBase64)
+	if data64 != "" {
+		raw, err := base64.StdEncoding.DecodeString(data64)
 		if err != nil {
 			return bad("CloudEvent data_base64: %v", err)
 		}
-		if !json.Valid(raw) {
+		if !utf8.Valid(raw) {
 			return bad("CloudEvent data_base64 is not JSON")
 		}
-		data = raw
-	}
-	if len(data) == 0 {
+		if err := decodeJSON(&ev.Data, raw); err != nil {
+			return bad("CloudEvent data_base64 is not JSON")
+		}
 		return nil
 	}
-	return decodeData(ev, data)
+	ev.Data = ce["data"]
+	return nil
 }
 
 // binaryCloudEvent reads the ce-* headers of a binary-mode CloudEvent. The
 // NATS protocol binding carries attribute values percent-encoded, as the
 // HTTP one does; names are matched case-insensitively.
-func binaryCloudEvent(ev *rules.Event, r *rawEvent, body []byte) error {
+func binaryCloudEvent(ev *rules.Event, r *rawEvent) error {
 	get := func(k string) (string, error) {
 		v, err := r.header1("ce-" + k)
 		if err != nil || v == "" {
@@ -314,5 +316,5 @@ func binaryCloudEvent(ev *rules.Event, r *rawEvent, body []byte) error {
 		}
 		ev.Time = t
 	}
-	return decodeData(ev, body)
+	return nil
 }

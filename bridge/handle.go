@@ -159,9 +159,7 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 		// whether the event was handled before, and its outcome and the
 		// event's completion share a write.
 		tasks[0].last = true
-		b.tasks <- struct{}{}
 		final, err := b.deliver(ctx, log, ev, tasks[0])
-		<-b.tasks
 		switch {
 		case errors.Is(err, errEventDone):
 			return duplicate()
@@ -180,11 +178,11 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 		errs    []error
 	)
 	for _, t := range tasks {
-		b.tasks <- struct{}{} // freed by tasks of this or other events, which never wait for this loop
 		wg.Add(1)
-		go func() {
+		// A free task worker, waiting for tasks of this or other events,
+		// which never wait for this loop.
+		b.taskWorkers.do(func() {
 			defer wg.Done()
-			defer func() { <-b.tasks }()
 			final, err := b.deliver(ctx, log, ev, t)
 			mu.Lock()
 			defer mu.Unlock()
@@ -194,7 +192,7 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 			if !final {
 				pending++
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

@@ -79,10 +79,10 @@ func (b *Bridge) runSchedule(ctx context.Context) {
 		var wg sync.WaitGroup
 		for _, d := range due {
 			wg.Add(1)
-			go func() {
+			b.taskWorkers.do(func() {
 				defer wg.Done()
 				b.runDeferred(ctx, d)
-			}()
+			})
 		}
 		wg.Wait()
 		b.handlers.leave()
