@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
@@ -96,6 +98,9 @@ type Config struct {
 	// Retention of send records and callback dedupe keys. Send records must
 	// outlive the event stream's max age.
 	Retention storage.Retention
+	// Tracer provides the spans of events (see tracing.go). Default: none
+	// are recorded, and an event's trace id is the one it came with.
+	Tracer trace.TracerProvider
 	// Registry receives the bridge's Prometheus metrics. Default: a new
 	// registry (see Bridge.Registry).
 	Registry *prometheus.Registry
@@ -176,6 +181,9 @@ func (c *Config) setDefaults() {
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
 	}
+	if c.Tracer == nil {
+		c.Tracer = noop.NewTracerProvider()
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -214,6 +222,7 @@ type Bridge struct {
 	handlers gate // event handlers running; closed at shutdown
 	repeats  *repeatLimiter
 	progress progress
+	tracer   trace.Tracer
 
 	// taskWorkers run the recipients of events with more than one, at most
 	// MaxSends at once across events: a goroutine for every recipient of
@@ -235,7 +244,7 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, log: cfg.Logger,
 		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
 		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
-		repeats: newRepeatLimiter(time.Minute, cfg.Now)}
+		repeats: newRepeatLimiter(time.Minute, cfg.Now), tracer: cfg.Tracer.Tracer(instrumentation)}
 	b.rules.Store(&rules.Set{})
 	return b, nil
 }

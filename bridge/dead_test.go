@@ -51,7 +51,7 @@ func TestMaxDeliveriesAdvisoryDeadLetters(t *testing.T) {
 	rig := newPullRig(t, 1000)
 	cfg := Config{Conn: rig.nc, MaxDeliver: 2, MaxAttempts: 1, Registry: prometheus.NewRegistry()}
 	cfg.setDefaults()
-	b := &Bridge{cfg: cfg, log: slog.New(slog.DiscardHandler), metrics: newMetrics(cfg.Registry), repeats: newRepeatLimiter(time.Minute, time.Now)}
+	b := &Bridge{cfg: cfg, log: slog.New(slog.DiscardHandler), metrics: newMetrics(cfg.Registry), repeats: newRepeatLimiter(time.Minute, time.Now), tracer: cfg.Tracer.Tracer("")}
 	ctx := context.Background()
 	if err := rig.js.DeleteConsumer(ctx, "EVENTS", "wxbridge"); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/wxbridge/wxbridge/rules"
 )
@@ -67,6 +68,21 @@ type event struct {
 	// (the spec's identity) joined by keySep, or the id alone.
 	key string
 	raw *rawEvent
+	// trace is the W3C trace context the event came with (traceparent and
+	// tracestate), from a NATS header or the CloudEvents distributed
+	// tracing extension.
+	trace propagation.MapCarrier
+}
+
+// setTrace keeps a W3C trace context, if there is one.
+func (ev *event) setTrace(traceparent, tracestate string) {
+	if traceparent == "" || len(traceparent) > 128 || len(tracestate) > 512 {
+		return
+	}
+	ev.trace = propagation.MapCarrier{"traceparent": traceparent}
+	if tracestate != "" {
+		ev.trace["tracestate"] = tracestate
+	}
 }
 
 // keySep joins a CloudEvents source and id in an event key. Neither may
@@ -143,7 +159,7 @@ func (b *Bridge) decodeEvent(r *rawEvent) (*event, error) {
 		}
 		ev.Data = body1
 	case structuredCE:
-		if err := structuredCloudEvent(ev.Event, object); err != nil {
+		if err := structuredCloudEvent(ev, object); err != nil {
 			return nil, err
 		}
 	default:
@@ -155,6 +171,17 @@ func (b *Bridge) decodeEvent(r *rawEvent) (*event, error) {
 	}
 	if ev.Type == "" {
 		return nil, bad("event has no type")
+	}
+	if ev.trace == nil {
+		// A NATS header, or the binary-mode extension attribute. Tracing
+		// never refuses an event: ambiguous headers are just not used.
+		for _, name := range []string{"traceparent", "ce-traceparent"} {
+			if tp, err := r.header1(name); err == nil && tp != "" {
+				ts, _ := r.header1(strings.Replace(name, "parent", "state", 1))
+				ev.setTrace(tp, ts)
+				break
+			}
+		}
 	}
 	if ev.ID == "" {
 		if ev.ID, err = r.header1(nats.MsgIdHdr); err != nil {
@@ -228,7 +255,7 @@ func decodeJSON(v *any, data []byte) error {
 // structuredCloudEvent reads a structured-mode CloudEvent from its decoded
 // object. Attributes are strings; data is any JSON, data_base64 base64 of
 // JSON.
-func structuredCloudEvent(ev *rules.Event, ce map[string]any) error {
+func structuredCloudEvent(ev *event, ce map[string]any) error {
 	attr := func(name string) (string, error) {
 		v, ok := ce[name]
 		if !ok || v == nil {
@@ -241,11 +268,12 @@ func structuredCloudEvent(ev *rules.Event, ce map[string]any) error {
 		return s, nil
 	}
 	var err error
-	var tm, data64 string
+	var tm, data64, traceparent, tracestate string
 	for _, a := range []struct {
 		name string
 		to   *string
-	}{{"id", &ev.ID}, {"source", &ev.Source}, {"type", &ev.Type}, {"time", &tm}, {"data_base64", &data64}} {
+	}{{"id", &ev.ID}, {"source", &ev.Source}, {"type", &ev.Type}, {"time", &tm}, {"data_base64", &data64},
+		{"traceparent", &traceparent}, {"tracestate", &tracestate}} {
 		if *a.to, err = attr(a.name); err != nil {
 			return err
 		}
@@ -253,6 +281,7 @@ func structuredCloudEvent(ev *rules.Event, ce map[string]any) error {
 	if ev.Type == "" {
 		return bad("CloudEvent has no type")
 	}
+	ev.setTrace(traceparent, tracestate)
 	if tm != "" {
 		t, err := time.Parse(time.RFC3339Nano, tm)
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/wxbridge/wxbridge/internal/failpoint"
 	"github.com/wxbridge/wxbridge/rules"
@@ -133,16 +135,27 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 	}
 	defer b.inflight.Delete(ev.key)
 	log := evlog{l: b.log, ev: ev}
+	ctx, sp := b.startEvent(ctx, ev)
+	defer func() {
+		sp.SetAttributes(attribute.String("wxbridge.outcome", outcome))
+		if err != nil {
+			sp.SetStatus(codes.Error, clipN(err.Error(), 200))
+		}
+		sp.End()
+	}()
 
 	duplicate := func() (string, error) {
 		return "duplicate", b.reportDuplicates(ctx, ev, strconv.FormatUint(raw.streamSeq, 10)+"."+strconv.FormatUint(raw.delivered, 10))
 	}
+	mctx, endMatch := b.span(ctx, "wxbridge.match")
 	matched := b.rules.Load().Match(ev.Event)
 	if len(matched) == 0 {
+		endMatch(nil)
 		log.Debug("no rule matches")
 		return "no_match", nil
 	}
-	tasks, err := b.plan(ctx, ev, matched)
+	tasks, err := b.plan(mctx, ev, matched)
+	endMatch(err)
 	if err != nil {
 		return "", err
 	}

@@ -12,6 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxbridge/wxbridge/storage"
 )
@@ -37,6 +41,9 @@ type Result struct {
 	Attempts    int       `json:"attempts"`
 	InDoubt     bool      `json:"in_doubt"`
 	At          time.Time `json:"at"`
+	// TraceID is the W3C trace id of the event's handling: the trace the
+	// event came with, or one of its own.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Result statuses.
@@ -52,7 +59,7 @@ func resultOf(rec storage.SendRecord) Result {
 	source, id := splitEventKey(rec.EventID)
 	r := Result{EventID: id, EventSource: source, EventType: rec.EventType, Rule: rec.Rule, App: rec.App, TemplateID: rec.TemplateID,
 		UserID: rec.UserID, OpenID: rec.OpenID, Status: rec.State, Reason: rec.Reason, ErrCode: rec.ErrCode, ErrMsg: rec.ErrMsg,
-		MsgID: rec.MsgID, Attempts: rec.Attempts, InDoubt: rec.InDoubt, At: rec.UpdatedAt}
+		MsgID: rec.MsgID, Attempts: rec.Attempts, InDoubt: rec.InDoubt, At: rec.UpdatedAt, TraceID: traceIDOf(rec.Trace)}
 	if rec.Delivery != "" {
 		// A delivery receipt: WeChat's final word on a sent message.
 		r.Status, r.Reason, r.ErrCode, r.ErrMsg = rec.Delivery, "", rec.DeliveryCode, rec.DeliveryMsg
@@ -69,11 +76,15 @@ func (b *Bridge) resultMessage(rec storage.SendRecord, variant string) storage.O
 	r := resultOf(rec)
 	payload, _ := json.Marshal(r) // a struct of strings and numbers: cannot fail
 	h := sha256.Sum256([]byte(rec.Key + "\x00" + r.Status + "\x00" + r.Reason + "\x00" + variant))
-	return storage.OutboxMessage{
+	m := storage.OutboxMessage{
 		Subject: b.subject("results." + subjectToken(rec.EventType)),
 		MsgID:   "r:" + hex.EncodeToString(h[:16]),
 		Payload: payload,
 	}
+	if rec.Trace != "" {
+		m.Header = map[string]string{"traceparent": rec.Trace}
+	}
+	return m
 }
 
 // subjectToken makes an event type safe to use as subject tokens.
@@ -152,6 +163,14 @@ func (b *Bridge) relayBatch(ctx context.Context, wait time.Duration) (published,
 	}
 	js := b.js()
 	futures := make([]jetstream.PubAckFuture, len(entries))
+	spans := make([]trace.Span, len(entries))
+	defer func() {
+		for _, sp := range spans {
+			if sp != nil {
+				sp.End()
+			}
+		}
+	}()
 	var done, retry []storage.OutboxEntry
 	for i, e := range entries {
 		if e.Err != nil {
@@ -166,6 +185,15 @@ func (b *Bridge) relayBatch(ctx context.Context, wait time.Duration) (published,
 		}
 		if e.MsgID != "" {
 			m.Header.Set(nats.MsgIdHdr, e.MsgID)
+		}
+		if tp := e.Header["traceparent"]; tp != "" {
+			// The publication is a span of the event's trace, and what
+			// downstream consumers receive continues from it.
+			pctx := traceContext.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
+			pctx, sp := b.tracer.Start(pctx, "wxbridge.result.publish", trace.WithSpanKind(trace.SpanKindProducer),
+				trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", e.Subject)))
+			m.Header.Set("traceparent", traceparentOf(pctx))
+			spans[i] = sp
 		}
 		f, err := js.PublishMsgAsync(m)
 		switch {
@@ -193,6 +221,9 @@ func (b *Bridge) relayBatch(ctx context.Context, wait time.Duration) (published,
 			done = append(done, e)
 		case err := <-futures[i].Err():
 			b.repeats.warn(b.log, "publish outbox; will retry", "subject", e.Subject, "err", err)
+			if spans[i] != nil {
+				spans[i].SetStatus(codes.Error, clipN(err.Error(), 200))
+			}
 			retry = append(retry, e)
 		case <-ctx.Done():
 			retry = append(retry, e)

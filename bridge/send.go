@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wxbridge/wxbridge/internal/failpoint"
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
@@ -32,6 +36,15 @@ const (
 // reports whether the recipient now has a final outcome; an error means the
 // state could not be read or written and the event must be retried.
 func (b *Bridge) deliver(ctx context.Context, log evlog, ev *event, t task) (final bool, err error) {
+	ctx, sp := b.tracer.Start(ctx, "wxbridge.recipient", trace.WithAttributes(
+		attribute.String("wxbridge.rule", t.rule.Name), attribute.String("wxbridge.recipient", t.rk)))
+	defer func() {
+		if err != nil {
+			sp.RecordError(err)
+			sp.SetStatus(codes.Error, clipN(err.Error(), 200))
+		}
+		sp.End()
+	}()
 	rc := &recorder{b: b, last: t.last}
 	final, err = b.deliverTo(ctx, log, ev, t, rc)
 	if err == nil && final && t.last && !rc.marked {
@@ -44,7 +57,7 @@ func (b *Bridge) deliver(ctx context.Context, log evlog, ev *event, t task) (fin
 
 func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc *recorder) (final bool, err error) {
 	rec := storage.SendRecord{Key: t.key, EventID: ev.key, EventType: ev.Type, Rule: t.rule.Name,
-		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID}
+		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID, Trace: traceparentOf(ctx)}
 	log = log.forTask(t)
 
 	switch {
@@ -80,7 +93,9 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 		// The event's only recipient: one read says whether it is done too.
 		lookup.EventKey = ev.key
 	}
-	found, err := b.cfg.Store.Lookup(ctx, lookup)
+	lctx, endLookup := b.span(ctx, "wxbridge.store.lookup")
+	found, err := b.cfg.Store.Lookup(lctx, lookup)
+	endLookup(err)
 	switch {
 	case err != nil:
 		return false, err
@@ -131,7 +146,9 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 		return false, fmt.Errorf("no WeChat call without a lease: %w", err)
 	}
 
-	res, err := b.cfg.Store.Reserve(ctx, req)
+	rctx, endReserve := b.span(ctx, "wxbridge.store.reserve")
+	res, err := b.cfg.Store.Reserve(rctx, req)
+	endReserve(err)
 	if err != nil {
 		return false, err
 	}
@@ -198,12 +215,20 @@ func (b *Bridge) noToken(ctx context.Context, log evlog, rc *recorder, rec stora
 func (b *Bridge) call(ctx context.Context, r *rules.Rendered, openid string) (string, error) {
 	b.metrics.sending.Inc()
 	defer b.metrics.sending.Dec()
+	ctx, sp := b.tracer.Start(ctx, "wechat.subscribe.send", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("wechat.app", r.App), attribute.String("wechat.template_id", r.TemplateID)))
+	defer sp.End()
 	start := time.Now()
 	msgid, err := b.cfg.WeChat.Send(ctx, r.App, wechat.Message{ToUser: openid, TemplateID: r.TemplateID, Page: r.Page,
 		Data: r.Data, State: r.State, Lang: r.Lang})
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
+		var api *wechat.APIError
+		if errors.As(err, &api) {
+			sp.SetAttributes(attribute.String("wechat.errcode", strconv.Itoa(api.Code)))
+		}
+		sp.SetStatus(codes.Error, clipN(err.Error(), 200))
 	}
 	b.metrics.wechat.WithLabelValues(r.App, outcome).Observe(time.Since(start).Seconds())
 	return msgid, err
@@ -296,7 +321,10 @@ func (b *Bridge) record(ctx context.Context, rec storage.SendRecord, state, reas
 	if eventDone {
 		complete = b.cfg.Store.CompleteEvent
 	}
-	saved, applied, err := complete(ctx, rec, effect, build)
+	trace.SpanFromContext(ctx).SetAttributes(outcomeAttrs(state, reason, rec.ErrCode)...)
+	cctx, endComplete := b.span(ctx, "wxbridge.store.complete")
+	saved, applied, err := complete(cctx, rec, effect, build)
+	endComplete(err)
 	if err != nil {
 		return false, err
 	}

@@ -40,7 +40,7 @@ func TestTokenBackoffUsesNoAttempt(t *testing.T) {
 	defer db.Close()
 	cfg := Config{Store: db, WeChat: wx, MaxAttempts: 2, Registry: prometheus.NewRegistry()}
 	cfg.setDefaults()
-	b := &Bridge{cfg: cfg, log: slog.New(slog.DiscardHandler), metrics: newMetrics(cfg.Registry), repeats: newRepeatLimiter(time.Minute, time.Now)}
+	b := &Bridge{cfg: cfg, log: slog.New(slog.DiscardHandler), metrics: newMetrics(cfg.Registry), repeats: newRepeatLimiter(time.Minute, time.Now), tracer: cfg.Tracer.Tracer("")}
 	ctx := context.Background()
 	ev := &event{Event: &rules.Event{ID: "e1", Type: "t"}, key: "e1"}
 	rec := storage.SendRecord{Key: storage.SendKey("e1", "r", "u:u1"), EventID: "e1", EventType: "t", Rule: "r", App: "main", UserID: "u1", OpenID: "o1"}

@@ -161,6 +161,7 @@ func (r *SendRecord) encode(e *encoder) {
 	e.str(r.DeliveryMsg)
 	e.time(r.CreatedAt)
 	e.time(r.UpdatedAt)
+	e.str(r.Trace)
 }
 
 func (r *SendRecord) decode(d *decoder) {
@@ -182,6 +183,7 @@ func (r *SendRecord) decode(d *decoder) {
 	r.DeliveryMsg = d.str()
 	r.CreatedAt = d.time()
 	r.UpdatedAt = d.time()
+	r.Trace = d.str()
 }
 
 func (s *Subscription) encode(e *encoder) {

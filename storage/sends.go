@@ -63,6 +63,10 @@ type SendRecord struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 
+	// Trace is the W3C traceparent of the attempt that wrote the record,
+	// so that its result and its delivery receipt join the event's trace.
+	Trace string `json:"trace,omitempty"`
+
 	// Rev is the record's revision in a backend that writes conditionally
 	// (JetStream KV): not stored, set when read.
 	Rev uint64 `json:"-"`

@@ -109,6 +109,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		StallAfter: *stallAfter}
 
 	tuneGC()
+	tp, exporting, err := newTracerProvider(ctx)
+	if err != nil {
+		return &usageError{err}
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(sctx) // flushes what the exporter holds
+	}()
+	cfg.Bridge.Tracer = tp
+	if exporting {
+		cfg.Logger.Info("exporting traces over OTLP")
+	}
 	svc, err := startService(ctx, cfg)
 	if err != nil {
 		return err
