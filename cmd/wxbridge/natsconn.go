@@ -13,8 +13,8 @@ import (
 // flag with an environment variable; none is ever logged (the values are
 // paths or secrets, and only their presence is reported).
 type natsAuth struct {
-	creds, nkey           string // credentials file (JWT + NKey), NKey seed file
-	user, password, token string
+	creds, nkey            string // credentials file (JWT + NKey), NKey seed file
+	user, password, token  string
 	tlsCA, tlsCert, tlsKey string
 }
 
