@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +31,14 @@ type Options struct {
 	// machine crash (not a process crash) can lose recent messages.
 	SyncAlways bool
 	Logger     *slog.Logger
+	// Name is the server's name (default "wxbridge"); servers of one
+	// cluster need different names.
+	Name string
+	// ClusterListen, if set, is the host:port this server takes routes
+	// on, and Routes the other servers' route URLs: a cluster of separate
+	// processes (`wxbridge nats-server`, for bench).
+	ClusterListen string
+	Routes        []string
 }
 
 // Server is a running embedded nats-server.
@@ -46,8 +55,12 @@ func Start(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	name := opts.Name
+	if name == "" {
+		name = "wxbridge"
+	}
 	so := &server.Options{
-		ServerName: "wxbridge",
+		ServerName: name,
 		JetStream:  true,
 		StoreDir:   opts.StoreDir,
 		NoSigs:     true,
@@ -71,6 +84,18 @@ func Start(opts Options) (*Server, error) {
 			p = server.RANDOM_PORT
 		}
 		so.Host, so.Port = host, p
+	}
+	if opts.ClusterListen != "" {
+		host, port, err := net.SplitHostPort(opts.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats cluster address %q: %w", opts.ClusterListen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats cluster address %q: bad port", opts.ClusterListen)
+		}
+		so.Cluster = server.ClusterOpts{Name: "wxbridge", Host: host, Port: p}
+		so.Routes = server.RoutesFromStr(strings.Join(opts.Routes, ","))
 	}
 	ns, err := server.NewServer(so)
 	if err != nil {
