@@ -62,23 +62,23 @@ func TestDecideReserve(t *testing.T) {
 		{name: "an outcome stands", st: storage.ReserveState{Found: true, Record: sendRec(storage.StateSent)}, req: req,
 			outcome: storage.AlreadyFinal, credits: -1},
 		{name: "pending of a dead attempt, at least once: resent in doubt, same credit",
-			st:      storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner, r.Attempts, r.CreditTaken = "gone", 1, true })},
-			req:     req, alive: otherAlive, outcome: storage.Reserved, write: true, credits: -1, inDoubt: true, attempts: 2},
+			st:  storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner, r.Attempts, r.CreditTaken = "gone", 1, true })},
+			req: req, alive: otherAlive, outcome: storage.Reserved, write: true, credits: -1, inDoubt: true, attempts: 2},
 		{name: "pending of a dead attempt, at most once: in doubt, nothing changes",
-			st:      storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner = "gone" })},
-			req:     noResend, alive: otherAlive, outcome: storage.InDoubt, credits: -1},
+			st:  storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner = "gone" })},
+			req: noResend, alive: otherAlive, outcome: storage.InDoubt, credits: -1},
 		{name: "pending of a live bridge: busy, whatever the delivery",
-			st:      storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner = "other" })},
-			req:     req, alive: otherAlive, outcome: storage.Busy, credits: -1},
+			st:  storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner = "other" })},
+			req: req, alive: otherAlive, outcome: storage.Busy, credits: -1},
 		{name: "my own pending record is an attempt that never finished",
-			st:      storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner, r.Attempts = "me", 1 })},
-			req:     req, alive: func(string) bool { return true }, outcome: storage.Reserved, write: true, credits: -1, inDoubt: true, attempts: 2},
+			st:  storage.ReserveState{Found: true, Record: sendRec(storage.StatePending, func(r *storage.SendRecord) { r.Owner, r.Attempts = "me", 1 })},
+			req: req, alive: func(string) bool { return true }, outcome: storage.Reserved, write: true, credits: -1, inDoubt: true, attempts: 2},
 		{name: "a retry takes a credit again (the failure gave it back)",
-			st:      storage.ReserveState{Found: true, Record: sendRec(storage.StateRetry, func(r *storage.SendRecord) { r.Attempts = 1 }), Sub: accepted(1, storage.KindOneTime)},
-			req:     req, outcome: storage.Reserved, write: true, credits: 0, attempts: 2},
+			st:  storage.ReserveState{Found: true, Record: sendRec(storage.StateRetry, func(r *storage.SendRecord) { r.Attempts = 1 }), Sub: accepted(1, storage.KindOneTime)},
+			req: req, outcome: storage.Reserved, write: true, credits: 0, attempts: 2},
 		{name: "a retry that kept its credit takes none",
-			st:      storage.ReserveState{Found: true, Record: sendRec(storage.StateRetry, func(r *storage.SendRecord) { r.Attempts, r.CreditTaken = 1, true }), Sub: accepted(0, storage.KindOneTime)},
-			req:     req, outcome: storage.Reserved, write: true, credits: -1, attempts: 2},
+			st:  storage.ReserveState{Found: true, Record: sendRec(storage.StateRetry, func(r *storage.SendRecord) { r.Attempts, r.CreditTaken = 1, true }), Sub: accepted(0, storage.KindOneTime)},
+			req: req, outcome: storage.Reserved, write: true, credits: -1, attempts: 2},
 		{name: "within the dedupe window", st: storage.ReserveState{Sub: accepted(1, storage.KindOneTime), DedupeAt: t0.Add(-9 * time.Minute)},
 			req: dedupe, outcome: storage.Suppressed, reason: "duplicate", credits: -1},
 		{name: "after the dedupe window", st: storage.ReserveState{Sub: accepted(1, storage.KindOneTime), DedupeAt: t0.Add(-11 * time.Minute)},
@@ -243,5 +243,39 @@ func TestApplyChange(t *testing.T) {
 	storage.ApplyChange(&s, storage.SubscriptionChange{Status: storage.StatusReject, Source: storage.SourceChange, At: t0}, t0)
 	if s.Credits != 0 || s.Status != storage.StatusReject {
 		t.Fatalf("reject: %+v", s)
+	}
+}
+
+func TestDecideChange(t *testing.T) {
+	paired := accepted(1, storage.KindOneTime)
+	paired.Unpaired = []storage.AcceptMark{{Source: storage.SourcePopup, At: t0}}
+	cases := []struct {
+		name    string
+		s       storage.Subscription
+		ch      storage.SubscriptionChange
+		changed bool
+		credits int
+	}{
+		{"a first accept adds a credit", storage.Subscription{},
+			storage.SubscriptionChange{Status: storage.StatusAccept, Source: storage.SourceClient, At: t0}, true, 1},
+		{"its twin from the other channel changes only the pairing", paired,
+			storage.SubscriptionChange{Status: storage.StatusAccept, Source: storage.SourceClient, At: t0.Add(time.Second)}, true, 1},
+		{"a reject of a rejected entry changes nothing", storage.Subscription{Status: storage.StatusReject, Kind: storage.KindOneTime},
+			storage.SubscriptionChange{Status: storage.StatusReject, Source: storage.SourceChange, At: t0}, false, 0},
+		{"an accept of a long-term entry already accepted changes nothing", accepted(0, storage.KindLongTerm),
+			storage.SubscriptionChange{Status: storage.StatusAccept, Source: storage.SourceChange}, false, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.s
+			before.Unpaired = append([]storage.AcceptMark(nil), tc.s.Unpaired...)
+			s, changed := storage.DecideChange(tc.s, tc.ch, t0)
+			if changed != tc.changed || s.Credits != tc.credits {
+				t.Fatalf("changed %v credits %d; want %v %d (%+v)", changed, s.Credits, tc.changed, tc.credits, s)
+			}
+			if len(tc.s.Unpaired) != len(before.Unpaired) {
+				t.Fatalf("the caller's entry was modified: %+v", tc.s)
+			}
+		})
 	}
 }
