@@ -13,3 +13,7 @@ var (
 	Token      = token
 	ParseToken = parseToken
 )
+
+// RoundTrips counts the requests this store made that the server
+// answered: direct gets and commits.
+func (s *Store) RoundTrips() int64 { return s.trips.Load() }

@@ -71,7 +71,7 @@ func newNames(bucket, prefix string) names {
 func (n names) key(subject string) string { return strings.TrimPrefix(subject, n.kv) }
 
 func (n names) send(key string) string         { return n.kv + "send." + tokens(key) }
-func (n names) eventSends(event string) string { return n.kv + "send." + token(event) + ".>" }
+func (n names) eventSends(event string) string { return n.kv + "send." + tokens(event) + ".>" }
 func (n names) event(id string) string         { return n.kv + "event." + token(id) }
 func (n names) msgid(id string) string         { return n.kv + "msgid." + token(id) }
 func (n names) orphan(msgid string) string     { return n.kv + "orphan." + token(msgid) }

@@ -56,7 +56,7 @@ func (s *Store) read(ctx context.Context, subjects ...string) (map[string]entry,
 		rest = rest[n:]
 	}
 	for _, subj := range subjects {
-		out[subj] = s.cache.merge(subj, out[subj])
+		s.cache.note(subj, out[subj])
 	}
 	return out, nil
 }
@@ -69,6 +69,7 @@ func (s *Store) get(ctx context.Context, subjects []string, found func(string, e
 		ctx, cancel = context.WithTimeout(ctx, readTimeout)
 		defer cancel()
 	}
+	s.trips.Add(1)
 	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.stream, subjects)
 	if err != nil {
 		return err
@@ -110,11 +111,13 @@ func (s *Store) list(ctx context.Context, filter string) (map[string]entry, erro
 	return s.read(ctx, subjects...)
 }
 
-// cache keeps the last entry this store read or wrote for each subject,
-// so that a write decides on what it knows without a read (Complete after
-// Reserve) and a stale read from a lagging replica does not hide this
-// store's own last write. It is only ever a guess: every write it informs
-// is conditional on the revision it gives.
+// cache keeps the newest entry this store read or wrote for each subject,
+// so that a write can decide on what it knows without a read (Complete
+// after Reserve; Reserve after this store's own last write to the same
+// ledger entry, which a lookup made earlier, or a lagging replica, may not
+// show yet). It is only ever an assumption (it cannot see a key expire):
+// a decision on it is checked by the revisions of the write, or made
+// again on fresh reads when it writes nothing.
 type cache struct {
 	mu  sync.Mutex
 	m   map[string]entry
@@ -130,16 +133,16 @@ func (c *cache) get(subj string) (entry, bool) {
 	return e, ok
 }
 
-// merge records e unless a newer entry is known, and returns the newer.
-func (c *cache) merge(subj string, e entry) entry {
+// note records e unless a newer entry is known.
+func (c *cache) note(subj string, e entry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.m[subj]; ok && old.rev > e.rev {
-		return old
+		return
 	}
 	if e.rev == 0 {
 		delete(c.m, subj)
-		return e
+		return
 	}
 	if len(c.m) >= c.max {
 		// Forget an arbitrary eighth: the cache only saves reads.
@@ -152,7 +155,6 @@ func (c *cache) merge(subj string, e entry) entry {
 		}
 	}
 	c.m[subj] = e
-	return e
 }
 
 func (c *cache) drop(subjects ...string) {

@@ -155,6 +155,7 @@ type Store struct {
 	acked    atomic.Bool              // entries acked since the last purge
 
 	hooks testHooks
+	trips atomic.Int64 // requests answered by the server: reads and commits
 
 	closeOnce sync.Once
 	closed    atomic.Bool

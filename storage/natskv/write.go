@@ -255,7 +255,7 @@ func (s *Store) commit(ctx context.Context, w *writes) error {
 			w.seqs = seqs
 			for i, k := range w.kv {
 				if k.kv {
-					s.cache.merge(k.subj, entry{rev: seqs[i], val: k.val, present: k.present})
+					s.cache.note(k.subj, entry{rev: seqs[i], val: k.val, present: k.present})
 				}
 			}
 			return nil
@@ -279,6 +279,7 @@ func (s *Store) commit(ctx context.Context, w *writes) error {
 func (s *Store) publish(ctx context.Context, w *writes) (seqs []uint64, dup bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
+	s.trips.Add(1)
 	if len(w.msgs) == 1 {
 		ack, err := s.js.PublishMsg(ctx, w.msgs[0])
 		if err != nil {
