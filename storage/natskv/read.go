@@ -56,6 +56,9 @@ func (s *Store) read(ctx context.Context, subjects ...string) (map[string]entry,
 		rest = rest[n:]
 	}
 	for _, subj := range subjects {
+		if _, ok := out[subj]; !ok {
+			out[subj] = entry{} // holds nothing: known too
+		}
 		s.cache.note(subj, out[subj])
 	}
 	return out, nil

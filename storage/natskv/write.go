@@ -31,6 +31,7 @@ const (
 // Server error codes the store acts on (nats-server jetstream_errors).
 const (
 	codeWrongLastSeq       = 10071 // an expected revision no longer holds
+	codeWrongLastSeqHere   = 10164 // ... or another write of the key is in flight (a cluster)
 	codeDuplicateInBatch   = 10201 // the batch's Nats-Msg-Id was committed before
 	codeDuplicateInProcess = 10158 // ... and is being committed right now
 	codeBatchIncomplete    = 10176 // a message of the batch was refused or lost
@@ -352,7 +353,7 @@ func ignoreDuplicate(err error) error {
 func classify(ctx context.Context, err error) error {
 	if code, status, ok := apiCode(err); ok {
 		switch code {
-		case codeWrongLastSeq:
+		case codeWrongLastSeq, codeWrongLastSeqHere:
 			return errConflict
 		case codeMsgTooLarge, codeBatchTooLarge, codeHeaderTooLarge:
 			return storage.ErrInvalid
