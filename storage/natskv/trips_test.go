@@ -9,7 +9,9 @@ import (
 )
 
 func TestThreeRoundTripsPerRecipient(t *testing.T) {
-	hook := func(s storage.Subscription) []storage.OutboxMessage { return []storage.OutboxMessage{{Subject: "subs"}} }
+	hook := func(s storage.Subscription) []storage.OutboxMessage {
+		return []storage.OutboxMessage{{Subject: "subs"}}
+	}
 	testRoundTrips(t, open(t, connect(t, srv.Connect), natskv.Options{Bucket: newBucket(), LedgerHook: hook}))
 }
 
