@@ -159,7 +159,7 @@ type Store struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
-	done      chan struct{}
+	stop      context.CancelFunc // ends housekeeping
 	wg        sync.WaitGroup
 }
 
@@ -183,15 +183,17 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 	}
 	s := &Store{opts: opts, nc: nc, js: js, stream: "KV_" + opts.Bucket, n: newNames(opts.Bucket, opts.Prefix),
 		batches: make(chan struct{}, opts.MaxBatches), cache: newCache(16384), openids: newOpenidCache(4096),
-		handed: map[uint64]jetstream.Msg{}, done: make(chan struct{})}
+		handed: map[uint64]jetstream.Msg{}}
 	if err := s.provision(ctx); err != nil {
 		return nil, fmt.Errorf("open KV store %s: %w", opts.Bucket, err)
 	}
 	if err := s.renew(ctx); err != nil {
 		return nil, fmt.Errorf("open KV store %s: take a lease: %w", opts.Bucket, err)
 	}
+	hctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
 	s.wg.Add(1)
-	go s.housekeeping()
+	go s.housekeeping(hctx)
 	return s, nil
 }
 
@@ -357,22 +359,16 @@ func (s *Store) renew(ctx context.Context) error {
 }
 
 // housekeeping renews the lease and purges what the relays and the
-// schedule acknowledged, until Close.
-func (s *Store) housekeeping() {
+// schedule acknowledged, until ctx ends (Close).
+func (s *Store) housekeeping(ctx context.Context) {
 	defer s.wg.Done()
 	renew := time.NewTicker(s.opts.LeaseTTL / 3)
 	defer renew.Stop()
 	purge := time.NewTicker(time.Second)
 	defer purge.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-s.done
-		cancel()
-	}()
 	for {
 		select {
-		case <-s.done:
+		case <-ctx.Done():
 			return
 		case <-renew.C:
 			if s.hooks.noRenew.Load() {
@@ -394,7 +390,7 @@ func (s *Store) housekeeping() {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		close(s.done)
+		s.stop()
 		s.wg.Wait()
 		if s.hooks.noRenew.Load() {
 			return // a bridge that died removes nothing
