@@ -58,8 +58,7 @@ func (s *Store) Bind(ctx context.Context, b storage.Binding) (*storage.Binding, 
 		}
 		d := storage.DecideBind(b, cur, hasUser, owner, prev)
 		moved = d.Moved
-		w := newWrites(fmt.Sprintf("bind %s in app %s", clip(b.UserID), clip(b.App)),
-			"b")
+		w := newWrites("b")
 		if d.Moved != nil {
 			subj := s.n.binding(d.Moved.UserID, b.App)
 			w.del(subj, s.opts.MarkerTTL, true, st.get(subj).rev)
@@ -106,8 +105,7 @@ func (s *Store) Unbind(ctx context.Context, app, userID string) (bool, error) {
 		if err := st.need(ctx, oidSubj); err != nil {
 			return nil, err
 		}
-		w := newWrites(fmt.Sprintf("unbind %s in app %s", clip(userID), clip(app)),
-			"u")
+		w := newWrites("u")
 		w.del(userSubj, s.opts.MarkerTTL, true, st.get(userSubj).rev)
 		if e := st.get(oidSubj); e.present && string(e.val) == userID {
 			w.del(oidSubj, s.opts.MarkerTTL, true, e.rev)
@@ -243,7 +241,7 @@ func (s *Store) UpdateRoles(ctx context.Context, userID string, grant, revoke []
 		if len(touched) == 0 {
 			return nil, nil
 		}
-		w := newWrites("update roles of "+clip(userID), "g")
+		w := newWrites("g")
 		for _, r := range touched {
 			subj := s.n.role(r.Role, r.Scope)
 			m := members[r]

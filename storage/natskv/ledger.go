@@ -57,8 +57,7 @@ func (s *Store) ApplySubscription(ctx context.Context, ch storage.SubscriptionCh
 		if !changed {
 			return nil, nil
 		}
-		w := newWrites(fmt.Sprintf("apply %s of %s for %s", ch.Status, clip(ch.TemplateID), clip(ch.OpenID)),
-			"s")
+		w := newWrites("s")
 		if err := s.saveSub(w, st, sub); err != nil {
 			return nil, err
 		}
@@ -174,7 +173,7 @@ func (s *Store) ApplyPush(ctx context.Context, p storage.PushChanges) (storage.P
 			return nil, err
 		}
 		now := s.now()
-		w := newWrites("apply push "+clip(p.DedupeKey), "p")
+		w := newWrites("p")
 		w.putAt(pushSubj, encodeTime(now), s.opts.Retention.Pushes, st.get(pushSubj).rev)
 
 		// Several changes of one entry apply in turn and save once.

@@ -27,14 +27,14 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...storage.OutboxMessage) erro
 	}
 	for len(msgs) > 0 {
 		n := min(len(msgs), maxBatch)
-		w := newWrites(fmt.Sprintf("queue %d messages", len(msgs)), "q")
+		w := newWrites("q")
 		for _, m := range msgs[:n] {
 			if err := w.outbox(s.n, m); err != nil {
 				return fmt.Errorf("queue %d messages: %w", len(msgs), err)
 			}
 		}
 		if err := s.commit(ctx, w); err != nil {
-			return err
+			return fmt.Errorf("queue %d messages: %w", len(msgs), err)
 		}
 		msgs = msgs[n:]
 	}

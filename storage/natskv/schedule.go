@@ -42,7 +42,7 @@ func (s *Store) Defer(ctx context.Context, rec storage.SendRecord, due time.Time
 		if ok = save; !save {
 			return nil, nil
 		}
-		w := newWrites("defer send "+printable(rec.Key), "d")
+		w := newWrites("d")
 		w.putAt(recSubj, storage.MarshalRecord(&next), 0, st.get(recSubj).rev)
 		w.add(s.scheduleMsg(rec.Key, due, payload), kvWrite{subj: s.n.sched(rec.Key)})
 		return w, nil
@@ -101,7 +101,7 @@ func (s *Store) Settle(ctx context.Context, d storage.Deferred, next time.Time) 
 		return err
 	}
 	if !next.IsZero() {
-		w := newWrites("reschedule send "+printable(d.Key), "t")
+		w := newWrites("t")
 		w.add(s.scheduleMsg(d.Key, next, d.Payload), kvWrite{subj: s.n.sched(d.Key)})
 		if err := s.commit(ctx, w); err != nil {
 			return fmt.Errorf("reschedule send %s: %w", printable(d.Key), err)

@@ -64,7 +64,7 @@ func (s *Store) Lookup(ctx context.Context, l storage.Lookup) (storage.Found, er
 	}
 	if bindSubj != "" {
 		if f.Bound, err = decodeBinding(got[bindSubj], &f.Binding); err != nil {
-			return storage.Found{}, fmt.Errorf("look up binding of %s in %s: %w", clip(l.UserID), l.App, err)
+			return storage.Found{}, fmt.Errorf("look up binding of %s in %s: %w", clip(l.UserID), clip(l.App), err)
 		}
 		bound := ""
 		if f.Bound {
@@ -104,6 +104,7 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 	var res storage.ReserveResult
 	var written *writes
 	err := s.update(ctx, st, func() (*writes, error) {
+		written = nil
 		for revalidated := false; ; revalidated = true {
 			if !revalidated {
 				s.assumeCached(st, s.reserveSubjects(req, req.Record)...)
@@ -155,8 +156,7 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 				return nil, nil
 			}
 			rec = res.Record
-			w := newWrites("reserve send "+printable(rec.Key),
-				"r")
+			w := newWrites("r")
 			if d.MarkCap {
 				rec.CapMark = capMark(req.CapKey, now, rec.Key)
 			}
@@ -257,7 +257,9 @@ func (s *Store) complete(ctx context.Context, rec storage.SendRecord, effect sto
 	var saved storage.SendRecord
 	var applied bool
 	built := map[string][]storage.OutboxMessage{}
+	var written *writes
 	err := s.update(ctx, st, func() (*writes, error) {
+		written = nil
 		for revalidated := false; ; revalidated = true {
 			first := []string{recSubj, orphanSubj}
 			if effect != storage.KeepCredit {
@@ -307,13 +309,12 @@ func (s *Store) complete(ctx context.Context, rec storage.SendRecord, effect sto
 				if !markDone {
 					return nil, nil
 				}
-				w := newWrites("mark event "+printable(d.Record.EventID)+" done", "e")
+				w := newWrites("e")
 				s.putEventDone(w, d.Record.EventID, d.Record.EventType, now)
 				return w, nil
 			}
 			next := d.Record
-			w := newWrites(fmt.Sprintf("record %s of %s", rec.State, printable(rec.Key)),
-				"c")
+			w := newWrites("c")
 			var ttl time.Duration
 			if storage.Final(next.State) {
 				ttl = s.opts.Retention.Sends
@@ -369,11 +370,15 @@ func (s *Store) complete(ctx context.Context, rec storage.SendRecord, effect sto
 					}
 				}
 			}
+			written = w
 			return w, nil
 		}
 	})
 	if err != nil {
 		return storage.SendRecord{}, false, fmt.Errorf("record %s of %s: %w", rec.State, printable(rec.Key), err)
+	}
+	if written != nil && applied {
+		saved.Rev = written.rev(recSubj)
 	}
 	return saved, applied, nil
 }
@@ -451,14 +456,17 @@ func (s *Store) MarkEventDone(ctx context.Context, id, typ string, out ...storag
 	if err := s.check(); err != nil {
 		return err
 	}
-	w := newWrites("mark event "+clip(id)+" done", "e")
+	w := newWrites("e")
 	s.putEventDone(w, id, typ, s.now())
 	for _, m := range out {
 		if err := w.outbox(s.n, m); err != nil {
 			return fmt.Errorf("mark event %s done: %w", clip(id), err)
 		}
 	}
-	return s.commit(ctx, w)
+	if err := s.commit(ctx, w); err != nil {
+		return fmt.Errorf("mark event %s done: %w", clip(id), err)
+	}
+	return nil
 }
 
 // Records in their binary form (storage.MarshalRecord).

@@ -40,7 +40,10 @@ func (s *Store) SaveToken(ctx context.Context, key, token string, expiresAt time
 		return err
 	}
 	data, _ := json.Marshal(tokenRecord{token, expiresAt})
-	w := newWrites("save token "+printable(key), "k")
+	w := newWrites("k")
 	w.put(s.n.accessToken(key), data, 0)
-	return s.commit(ctx, w)
+	if err := s.commit(ctx, w); err != nil {
+		return fmt.Errorf("save token %s: %w", printable(key), err)
+	}
+	return nil
 }

@@ -64,7 +64,6 @@ var errAckLost = errors.New("acknowledgement lost")
 // or removal (with the revision it expects, if any), an outbox entry or a
 // schedule message.
 type writes struct {
-	what string // for errors: what was being done, with which key
 	kind string // starts the batch's identity, for whoever reads the stream
 	msgs []*nats.Msg
 	kv   []kvWrite // one per message
@@ -80,7 +79,7 @@ type kvWrite struct {
 	kv      bool // a key (cached once committed), not an outbox or schedule message
 }
 
-func newWrites(what, kind string) *writes { return &writes{what: what, kind: kind} }
+func newWrites(kind string) *writes { return &writes{kind: kind} }
 
 func (w *writes) add(m *nats.Msg, kv kvWrite) {
 	w.msgs = append(w.msgs, m)
@@ -241,7 +240,7 @@ func (s *Store) commit(ctx context.Context, w *writes) error {
 		return nil
 	}
 	if len(w.msgs) > maxBatch {
-		return fmt.Errorf("%s: %w: %d messages in one atomic change (at most %d)", w.what, storage.ErrInvalid, len(w.msgs), maxBatch)
+		return fmt.Errorf("%w: %d messages in one atomic change (at most %d)", storage.ErrInvalid, len(w.msgs), maxBatch)
 	}
 	w.msgs[0].Header.Set(jetstream.MsgIDHeader, s.batchID(w))
 	start := time.Now()
@@ -263,15 +262,15 @@ func (s *Store) commit(ctx context.Context, w *writes) error {
 		}
 		switch kind := classify(ctx, err); {
 		case kind == errConflict:
-			return fmt.Errorf("%s: %w: %w", w.what, errConflict, err)
+			return fmt.Errorf("%w: %w", errConflict, err)
 		case kind == storage.ErrInvalid:
-			return fmt.Errorf("%s: %w: %w", w.what, storage.ErrInvalid, err)
+			return fmt.Errorf("%w: %w", storage.ErrInvalid, err)
 		case kind == errAckLost && time.Since(start) < transientBudget:
 			if err := sleep(ctx, backoff(attempt, 5*time.Millisecond, 500*time.Millisecond)); err != nil {
-				return fmt.Errorf("%s: %w", w.what, err)
+				return err
 			}
 		default:
-			return fmt.Errorf("%s: %w", w.what, err)
+			return err
 		}
 	}
 }
