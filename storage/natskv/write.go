@@ -190,24 +190,15 @@ func ttlValue(d time.Duration) string {
 	return strconv.FormatInt(max(s, 1), 10)
 }
 
-// batchID is the identity of one built batch, from what it writes (every
-// message: subject, the revision it expects, value) and who writes it:
-// sent again after a lost acknowledgement it is the same, and the server
-// recognises it; no other write, of this bridge or another, ever has it.
+// batchID is the identity of one built batch: the same every time it is
+// sent again (after a lost acknowledgement), so that the server
+// recognises it, and never another write's, this bridge's or another's,
+// even one that writes the same bytes (two identical pushes applied at
+// once): the server's "already have it" then always means "this very
+// batch was committed".
 func (s *Store) batchID(w *writes) string {
-	h := sha256.New()
-	h.Write([]byte(s.opts.Owner))
-	for _, m := range w.msgs {
-		h.Write([]byte{0})
-		h.Write([]byte(m.Subject))
-		for _, k := range []string{jetstream.ExpectedLastSubjSeqHeader, jetstream.ExpectedLastSubjSeqSubjHeader, kvOperation, jetstream.MsgTTLHeader} {
-			h.Write([]byte{0})
-			h.Write([]byte(m.Header.Get(k)))
-		}
-		h.Write([]byte{0})
-		h.Write(m.Data)
-	}
-	return w.kind + "." + b64.EncodeToString(h.Sum(nil)[:18])
+	h := sha256.Sum256([]byte(s.opts.Owner + "\x00" + nuid.Next()))
+	return w.kind + "." + b64.EncodeToString(h[:18])
 }
 
 // update decides and commits, deciding again on fresh reads when another
