@@ -43,10 +43,15 @@ func subjects(entries []storage.OutboxEntry) []string {
 // Nats-Msg-Id, and nothing is written twice: one credit spent, one
 // ledger announcement, one result, one accept.
 func TestLostAcknowledgement(t *testing.T) {
-	hook := func(s storage.Subscription) []storage.OutboxMessage {
-		return []storage.OutboxMessage{{Subject: "subs", Payload: []byte(fmt.Sprint(s.Credits))}}
-	}
-	s := open(t, connect(t, srv.Connect), natskv.Options{Bucket: newBucket(), LedgerHook: hook})
+	testLostAck(t, open(t, connect(t, srv.Connect), natskv.Options{Bucket: newBucket(), LedgerHook: subsHook}))
+}
+
+func subsHook(s storage.Subscription) []storage.OutboxMessage {
+	return []storage.OutboxMessage{{Subject: "subs", Payload: []byte(fmt.Sprint(s.Credits))}}
+}
+
+func testLostAck(t *testing.T, s *natskv.Store) {
+	t.Helper()
 	accept := storage.SubscriptionChange{App: "main", OpenID: "o1", TemplateID: "T", Status: storage.StatusAccept,
 		Source: storage.SourceClient, At: time.Now()}
 

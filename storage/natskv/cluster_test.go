@@ -27,6 +27,9 @@ func TestSharedOnCluster(t *testing.T) {
 		return func(opts ...nats.Option) (*nats.Conn, error) { return nats.Connect(url, opts...) }
 	}
 	storagetest.RunShared(t, sharedOpener(dial, 3))
+	t.Run("LostAcknowledgement", func(t *testing.T) {
+		testLostAck(t, open(t, connect(t, dial(t)), natskv.Options{Bucket: newBucket(), Replicas: 3, LedgerHook: subsHook}))
+	})
 	t.Run("ThreeRoundTripsPerRecipient", func(t *testing.T) {
 		testRoundTrips(t, open(t, connect(t, dial(t)), natskv.Options{Bucket: newBucket(), Replicas: 3}))
 	})
