@@ -222,9 +222,6 @@ func (st *state) assume(subj string, e entry) {
 	st.assumed[subj] = true
 }
 
-// known takes e for subj as read (by a lookup's consistent get).
-func (st *state) known(subj string, e entry) { st.e[subj] = e }
-
 // need reads the subjects not known yet, in one get.
 func (st *state) need(ctx context.Context, subjects ...string) error {
 	var missing []string
@@ -249,7 +246,7 @@ func (st *state) need(ctx context.Context, subjects ...string) error {
 	return nil
 }
 
-// usedAssumptions reports whether any of subjects was assumed.
+// usedAssumptions reports whether anything known was assumed, not read.
 func (st *state) usedAssumptions() bool { return len(st.assumed) > 0 }
 
 // reset forgets everything: after a conflict every subject is read again.

@@ -96,8 +96,10 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 	defer s.userLock(req.Record)()
 	st := s.newState()
 	if snap, ok := req.Snapshot.(*snapshot); ok && snap.key == req.Record.Key {
+		// Read before the bridge waited for its turn: as good as the
+		// revisions the write checks, no better.
 		for subj, e := range snap.e {
-			st.known(subj, e)
+			st.assume(subj, e)
 		}
 	}
 	recSubj := s.n.send(req.Record.Key)
@@ -147,9 +149,9 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 			d := storage.DecideReserve(rs, req, now, alive)
 			res = d.Result
 			if !d.Write {
-				if st.usedAssumptions() && !revalidated {
+				if st.usedAssumptions() && !revalidated && res.Outcome != storage.AlreadyFinal {
 					// Nothing written checks what the decision read: decide
-					// again on fresh reads.
+					// again on fresh reads (an outcome stands whenever read).
 					st.reset()
 					continue
 				}

@@ -60,3 +60,26 @@ func testRoundTrips(t *testing.T, s *natskv.Store) {
 		t.Fatal("event not done")
 	}
 }
+
+// A lookup's snapshot is read before the bridge waits for its turn: a
+// credit granted meanwhile is spent, not missed (a decision that writes
+// nothing is made again on fresh reads).
+func TestStaleSnapshotMissesNoCredit(t *testing.T) {
+	bucket := newBucket()
+	s := open(t, connect(t, srv.Connect), natskv.Options{Bucket: bucket})
+	other := open(t, connect(t, srv.Connect), natskv.Options{Bucket: bucket})
+	rec := pendingReq(s, "e1").Record
+	f, err := s.Lookup(ctx, storage.Lookup{SendKey: rec.Key, App: "main", OpenID: "o1", TemplateID: "T"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another bridge grants it.
+	if _, err := other.ApplySubscription(ctx, storage.SubscriptionChange{App: "main", OpenID: "o1", TemplateID: "T",
+		Status: storage.StatusAccept, Source: storage.SourceClient, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Reserve(ctx, storage.ReserveRequest{Record: rec, Owner: s.Owner(), CheckCredit: true, Snapshot: f.Snapshot})
+	if err != nil || res.Outcome != storage.Reserved || !res.Record.CreditTaken {
+		t.Fatalf("reserve on a snapshot older than the credit: %+v %v", res, err)
+	}
+}
