@@ -114,6 +114,21 @@ func marshalRecord(r binaryRecord) []byte {
 	return e.b
 }
 
+// Record is a record kept in the compact binary form: another backend
+// stores it the same way with MarshalRecord and UnmarshalRecord.
+type Record interface {
+	*SendRecord | *Subscription | *Binding | *EventRecord
+}
+
+// MarshalRecord encodes r in the compact binary form.
+func MarshalRecord[R Record](r R) []byte { return marshalRecord(any(r).(binaryRecord)) }
+
+// UnmarshalRecord decodes data (binary, or JSON as the first databases
+// wrote it) into r.
+func UnmarshalRecord[R Record](data []byte, r R) error {
+	return unmarshalRecord(data, any(r).(binaryRecord))
+}
+
 func unmarshalRecord(data []byte, r binaryRecord) error {
 	switch {
 	case len(data) > 0 && data[0] == '{':

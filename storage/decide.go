@@ -374,6 +374,20 @@ func twin(marks []AcceptMark, ch SubscriptionChange) int {
 	return best
 }
 
+// DecideChange applies one thing a user did (ch) to their ledger entry s
+// (a change without a time happened now) and reports whether the entry
+// changed: only a change is saved and announced.
+func DecideChange(s Subscription, ch SubscriptionChange, now time.Time) (Subscription, bool) {
+	if ch.At.IsZero() {
+		ch.At = now
+	}
+	before := s
+	before.Unpaired = append([]AcceptMark(nil), s.Unpaired...)
+	s.Unpaired = append([]AcceptMark(nil), s.Unpaired...)
+	ApplyChange(&s, ch, now)
+	return s, !sameSubscription(before, s)
+}
+
 func sameSubscription(a, b Subscription) bool {
 	if a.Status != b.Status || a.Kind != b.Kind || a.Credits != b.Credits || len(a.Unpaired) != len(b.Unpaired) {
 		return false

@@ -245,3 +245,37 @@ func TestApplyChange(t *testing.T) {
 		t.Fatalf("reject: %+v", s)
 	}
 }
+
+func TestDecideChange(t *testing.T) {
+	paired := accepted(1, storage.KindOneTime)
+	paired.Unpaired = []storage.AcceptMark{{Source: storage.SourcePopup, At: t0}}
+	cases := []struct {
+		name    string
+		s       storage.Subscription
+		ch      storage.SubscriptionChange
+		changed bool
+		credits int
+	}{
+		{"a first accept adds a credit", storage.Subscription{},
+			storage.SubscriptionChange{Status: storage.StatusAccept, Source: storage.SourceClient, At: t0}, true, 1},
+		{"its twin from the other channel changes only the pairing", paired,
+			storage.SubscriptionChange{Status: storage.StatusAccept, Source: storage.SourceClient, At: t0.Add(time.Second)}, true, 1},
+		{"a reject of a rejected entry changes nothing", storage.Subscription{Status: storage.StatusReject, Kind: storage.KindOneTime},
+			storage.SubscriptionChange{Status: storage.StatusReject, Source: storage.SourceChange, At: t0}, false, 0},
+		{"an accept of a long-term entry already accepted changes nothing", accepted(0, storage.KindLongTerm),
+			storage.SubscriptionChange{Status: storage.StatusAccept, Source: storage.SourceChange}, false, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.s
+			before.Unpaired = append([]storage.AcceptMark(nil), tc.s.Unpaired...)
+			s, changed := storage.DecideChange(tc.s, tc.ch, t0)
+			if changed != tc.changed || s.Credits != tc.credits {
+				t.Fatalf("changed %v credits %d; want %v %d (%+v)", changed, s.Credits, tc.changed, tc.credits, s)
+			}
+			if len(tc.s.Unpaired) != len(before.Unpaired) {
+				t.Fatalf("the caller's entry was modified: %+v", tc.s)
+			}
+		})
+	}
+}

@@ -112,6 +112,9 @@ func (db *DB) ApplySubscription(ctx context.Context, ch SubscriptionChange) (Sub
 	return out, nil
 }
 
+// ValidChange reports a change that can never be applied (ErrInvalid).
+func ValidChange(ch SubscriptionChange) error { return validChange(ch) }
+
 func validChange(ch SubscriptionChange) error {
 	if ch.App == "" || ch.OpenID == "" || ch.TemplateID == "" {
 		return fmt.Errorf("%w: app, openid and template_id are required", ErrInvalid)
@@ -126,17 +129,12 @@ func validChange(ch SubscriptionChange) error {
 // applyChangeTx applies one change inside tx, saving (and announcing) the
 // subscription only if it changed.
 func (db *DB) applyChangeTx(tx *bolt.Tx, ch SubscriptionChange, now time.Time) (Subscription, error) {
-	if ch.At.IsZero() {
-		ch.At = now
-	}
 	s, _, err := db.loadSubscription(tx, ch.App, ch.OpenID, ch.TemplateID)
 	if err != nil {
 		return Subscription{}, err
 	}
-	before := s
-	before.Unpaired = append([]AcceptMark(nil), s.Unpaired...)
-	ApplyChange(&s, ch, now)
-	if sameSubscription(before, s) {
+	s, changed := DecideChange(s, ch, now)
+	if !changed {
 		return s, nil
 	}
 	return s, db.saveSubscription(tx, s)

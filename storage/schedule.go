@@ -14,6 +14,9 @@ type Deferred struct {
 	Key     string    // the send key
 	Due     time.Time // when to run it
 	Payload []byte
+	// Handle is the backend's own reference to the item handed out (the
+	// JetStream KV store's message to acknowledge); nil for bbolt.
+	Handle any
 }
 
 func scheduleKey(due time.Time, k string) []byte { return timeKey(due, k) }

@@ -159,6 +159,10 @@ func Run(t *testing.T, b Backend) {
 	}
 }
 
+// RunShared runs only the cases of two bridges on one state: for a second,
+// costlier setup of a backend (a replicated cluster) that already passed Run.
+func RunShared(t *testing.T, open SharedOpener) { runShared(t, open) }
+
 func must[T any](t *testing.T) func(T, error) T {
 	return func(v T, err error) T {
 		t.Helper()
