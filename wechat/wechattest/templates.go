@@ -35,6 +35,11 @@ func (c *call) templates() {
 	list := make([]templateJSON, 0, len(a.order))
 	for _, id := range a.order {
 		t := a.templates[id]
+		if t.Kind == TemplateMessage {
+			// Listed by /cgi-bin/template/get_all_private_template, which
+			// the emulator does not serve.
+			continue
+		}
 		tj := templateJSON{PriTmplID: t.ID, Title: t.Title, Type: 2}
 		if t.Kind == LongTerm {
 			tj.Type = 3
