@@ -176,11 +176,12 @@ func (c *Client) sendJSON(ctx context.Context, app, path string, body any, what 
 type UserInfo struct {
 	OpenID string
 	// Subscribed: the user follows the account. When they do not, WeChat
-	// says nothing more ("值为0时，代表此用户没有关注该公众号，拉取不到其余信息"),
-	// so UnionID is "" then.
+	// promises nothing more ("值为0时，代表此用户没有关注该公众号，拉取不到其余信息"),
+	// so UnionID is usually "" then.
 	Subscribed bool
 	// UnionID links the user's openids across the apps of one open
-	// platform account; "" unless the account is bound to one.
+	// platform account: "只有在用户将公众号绑定到微信开放平台账号后，才会出现该
+	// 字段". Kept whenever WeChat gives it.
 	UnionID string
 	// SubscribedAt is when the user (last) followed; zero if unknown.
 	SubscribedAt time.Time
@@ -197,10 +198,9 @@ type userInfoJSON struct {
 }
 
 func (u userInfoJSON) info() UserInfo {
-	out := UserInfo{OpenID: u.OpenID, Subscribed: u.Subscribe == "1", SubscribeScene: u.SubscribeScene}
-	if out.Subscribed {
-		out.UnionID = strings.TrimSpace(u.UnionID)
-	}
+	// The doc's own example has a space before its unionid.
+	out := UserInfo{OpenID: u.OpenID, Subscribed: u.Subscribe == "1", UnionID: strings.TrimSpace(u.UnionID),
+		SubscribeScene: u.SubscribeScene}
 	if sec, err := strconv.ParseInt(u.SubscribeTime.String(), 10, 64); err == nil && sec > 0 {
 		out.SubscribedAt = time.Unix(sec, 0)
 	}
