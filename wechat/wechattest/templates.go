@@ -7,7 +7,7 @@ var examples = map[string]string{
 	"thing": "广州至北京", "number": "100", "letter": "ABC", "symbol": "*",
 	"character_string": "SN-20261101", "time": "2026年11月1日 09:00", "date": "2026年11月1日",
 	"amount": "￥100", "phone_number": "+86-0766-66888866", "car_number": "粤A8Z888挂",
-	"name": "张三", "phrase": "配送中", "enum": "缺水",
+	"name": "张三", "phrase": "配送中", "enum": "缺水", "const": "已出账",
 }
 
 type templateJSON struct {
