@@ -134,3 +134,21 @@ func BenchmarkRenderFuncs(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRenderForEveryChannel renders a three-channel via rule for each
+// of its templates, the worst case of a recipient no channel but the last
+// can reach.
+func BenchmarkRenderForEveryChannel(b *testing.B) {
+	set := mustParse(oaHead + oaRule)
+	r := set.Rules[0]
+	ev := event("statement.issued", statementEvent)
+	channels := r.Channels()
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, tpl := range channels {
+			if _, err := r.RenderFor(ev, tpl); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

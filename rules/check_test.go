@@ -132,7 +132,7 @@ func TestCheckErrors(t *testing.T) {
 		{"keyword unknown field", strings.Replace(head, "{label: 商品}", "{lable: 商品}", 1) + rule,
 			`10:16: templates.t.keywords.thing1.lable: unknown field "lable" (did you mean "label"?)`},
 		{"enum values on a thing", strings.Replace(head, "{label: 商品}", "{enum: [a]}", 1) + rule,
-			`10:16: templates.t.keywords.thing1.enum: only enum keywords have values`},
+			`10:16: templates.t.keywords.thing1.enum: only enum and const keywords have values`},
 
 		// Rules: names, patterns, references.
 		{"rule missing name", strings.Replace(head+rule, "  - name: r\n    on:", "  - on:", 1),

@@ -15,6 +15,13 @@
 // checks, or fails with a *DataError that names the keyword. Rule.Preview
 // does all of it at once with every problem, for `wxbridge rules render`.
 //
+// Apps are Mini Programs or official accounts (服务号). A rule sends one
+// template, or lists several with via: Rule.Channels gives them in the
+// order they are tried, Template.Channel says how each reaches a person
+// (subscribe message, subscription notification, template message), and
+// Rule.RenderFor renders the rule for one of them, with what that API
+// takes (page; or web url and Mini Program page).
+//
 // Policies (quiet hours, dedupe, frequency cap, delivery) are parsed and
 // exposed on Rule.Policy; the bridge enforces them.
 //

@@ -385,3 +385,63 @@ rules:
 	// │ 预约人: 王小明
 	// └─ 进入小程序查看 › pages/meeting/detail?id=7781
 }
+
+// A rule may list templates with via: the bridge tries them in order for
+// each recipient, and renders the rule for the one that can reach them.
+// Here a statement goes as a Mini Program subscribe message, else as a
+// template message of the official account, whose card opens the same
+// Mini Program page.
+func ExampleRule_RenderFor() {
+	set, err := rules.Parse("rules.yaml", []byte(`
+apps:
+  main:
+    appid: wx0123456789abcdef
+    secret: dev-secret
+  service:
+    kind: official_account
+    appid: wx0a0a0a0a0a0a0a0a
+    secret: dev-secret
+templates:
+  statement:
+    app: main
+    id: TPL_statement
+    keywords: {thing1: thing, time2: time}
+  statement_oa:
+    app: service
+    kind: template_message
+    id: TPL_statement_oa
+    opens: main
+    keywords: {thing1: thing, amount3: amount}
+rules:
+  - name: statement
+    on: statement.issued
+    via: [statement, statement_oa]
+    page: pages/statement?id={{ .data.id }}
+    to:
+      - user: "{{ .data.user_id }}"
+    data:
+      thing1: "{{ .data.buyer }}"
+      time2: "{{ .data.at }}"
+      amount3: "{{ .data.total }}"
+`), nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ev := event("statement.issued", `{"id": "S-42", "user_id": "u-17", "buyer": "Acme", "at": "2026-11-01T01:00:00Z", "total": 1280.5}`)
+	r := set.Rules[0]
+	for _, tpl := range r.Channels() {
+		msg, _ := r.RenderFor(ev, tpl)
+		fmt.Println(msg.Channel, msg.App, msg.TemplateID, msg.Data)
+		if msg.MiniProgram != nil {
+			fmt.Println("  opens", msg.MiniProgram.AppID, msg.MiniProgram.PagePath)
+		} else {
+			fmt.Println("  page", msg.Page)
+		}
+	}
+	// Output:
+	// subscribe_message main TPL_statement map[thing1:Acme time2:2026-11-01 09:00]
+	//   page pages/statement?id=S-42
+	// template_message service TPL_statement_oa map[amount3:￥1280.50 thing1:Acme]
+	//   opens wx0123456789abcdef pages/statement?id=S-42
+}

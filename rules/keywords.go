@@ -27,11 +27,17 @@ const (
 	TypeName            = "name"
 	TypePhrase          = "phrase"
 	TypeEnum            = "enum"
+	// TypeConst is an official account's category-template keyword: one
+	// of the values the platform approved, at most 20 characters ("const.DATA
+	// 常量 20位以内字符 … 只能下发审核通过的字符串和空串", the 类目模板消息
+	// section of
+	// https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Template_Message_Interface.html).
+	TypeConst = "const"
 )
 
 // KeywordTypes lists every keyword type Fit knows.
 var KeywordTypes = []string{TypeThing, TypeNumber, TypeLetter, TypeSymbol, TypeCharacterString, TypeTime, TypeDate,
-	TypeAmount, TypePhoneNumber, TypeCarNumber, TypeName, TypePhrase, TypeEnum}
+	TypeAmount, TypePhoneNumber, TypeCarNumber, TypeName, TypePhrase, TypeEnum, TypeConst}
 
 // Limits of the keyword types, in characters (runes).
 const (
@@ -68,7 +74,7 @@ const currencyYuan = "￥" // the fullwidth sign WeChat's own example uses
 //	name              at most 10 characters with Chinese, else at most 20 letters
 //	                  and symbols; longer names are cut with "…"; no digits
 //	phrase            at most 5 Chinese characters and nothing else
-//	enum              one of enum, when the template lists its values
+//	enum, const       one of enum, when the template lists its values; at most 20
 //
 // Values that cannot be made valid (a phrase in English, a number with
 // letters, a time that is not a time) are errors, never guesses.
@@ -86,7 +92,7 @@ func Fit(typ, value string, loc *time.Location, enum []string) (string, error) {
 		v = truncate(v, maxThing)
 	case TypeNumber:
 		v, err = fitNumber(v)
-	case TypeLetter, TypeSymbol, TypeCharacterString, TypePhrase, TypeEnum:
+	case TypeLetter, TypeSymbol, TypeCharacterString, TypePhrase, TypeEnum, TypeConst:
 		// Nothing to adjust: they are valid as they are or not at all.
 	case TypeTime, TypeDate:
 		v, err = fitTime(v, typ == TypeTime, loc)
@@ -213,12 +219,12 @@ func checkKeyword(typ, v string, enum []string) error {
 		if n > maxPhrase {
 			return fmt.Errorf("%s is %d characters; phrase allows %d", quote(v), n, maxPhrase)
 		}
-	case TypeEnum:
+	case TypeEnum, TypeConst:
 		if len(enum) > 0 && !slices.Contains(enum, v) {
 			return fmt.Errorf("%s is not one of the template's values %s", quote(v), strings.Join(quoteAll(enum), ", "))
 		}
 		if n > maxThing {
-			return fmt.Errorf("%s is %d characters; enum values are at most %d", quote(v), n, maxThing)
+			return fmt.Errorf("%s is %d characters; %s values are at most %d", quote(v), n, typ, maxThing)
 		}
 	default:
 		return fmt.Errorf("unknown keyword type %q", typ)

@@ -85,10 +85,10 @@ func (s *Set) Errorf(field, format string, args ...any) *Error {
 // same; a test keeps them in step.
 var (
 	topFields       = []string{"apps", "templates", "rules"}
-	appFields       = []string{"appid", "secret", "push_token", "aes_key", "allow_plaintext_push", "state", "lang", "token_mode", "subscriptions", "bind", "time_zone"}
-	templateFields  = []string{"app", "id", "kind", "title", "keywords"}
+	appFields       = []string{"kind", "appid", "secret", "push_token", "aes_key", "allow_plaintext_push", "state", "lang", "token_mode", "subscriptions", "bind", "time_zone"}
+	templateFields  = []string{"app", "id", "kind", "title", "opens", "keywords"}
 	keywordFields   = []string{"type", "label", "enum"}
-	ruleFields      = []string{"name", "description", "on", "when", "template", "time_zone", "page", "to", "data", "quiet_hours", "dedupe", "frequency_cap", "delivery"}
+	ruleFields      = []string{"name", "description", "on", "when", "template", "via", "time_zone", "page", "url", "to", "data", "quiet_hours", "dedupe", "frequency_cap", "delivery"}
 	pageFields      = []string{"path", "query"}
 	recipientFields = []string{"user", "users", "role", "scope", "openid"}
 	quietFields     = []string{"window", "time_zone", "action"}
@@ -239,6 +239,7 @@ func (l *loader) app(a pair) *App {
 	m := l.fields(a.v, field, appFields...)
 	l.require(a.v, m, field, "appid", "secret")
 	app := &App{Name: a.key,
+		Kind:      l.oneOf(m, "kind", field, AppMiniProgram, AppMiniProgram, AppOfficialAccount),
 		AppID:     l.get(m, "appid", field),
 		Secret:    l.get(m, "secret", field),
 		PushToken: l.get(m, "push_token", field),
@@ -254,6 +255,9 @@ func (l *loader) app(a pair) *App {
 	}
 	if app.AppID != "" && !appIDRE.MatchString(app.AppID) {
 		l.errorf(m["appid"].v, field+".appid", "%q is not an AppID: wx followed by 16 hex digits", app.AppID)
+	}
+	if p, ok := m["state"]; ok && app.Kind == AppOfficialAccount && app.State != "" {
+		l.errorf(p.k, field+".state", "state is the miniprogram_state of a Mini Program's messages; an official account's cards open the mini program a template names with opens")
 	}
 	if app.AESKey != "" && len(app.AESKey) != 43 {
 		l.errorf(m["aes_key"].v, field+".aes_key", "an EncodingAESKey is 43 characters, this one is %d", len(app.AESKey))
@@ -275,11 +279,29 @@ func (l *loader) template(s *Set, t pair) *Template {
 	tp := &Template{Name: t.key,
 		App:      l.get(m, "app", field),
 		ID:       l.get(m, "id", field),
-		Kind:     l.oneOf(m, "kind", field, KindOneTime, KindOneTime, KindLongTerm),
+		Kind:     l.oneOf(m, "kind", field, KindOneTime, KindOneTime, KindLongTerm, KindTemplateMessage),
 		Title:    l.get(m, "title", field),
+		Opens:    l.get(m, "opens", field),
 		Keywords: map[string]string{}, Labels: map[string]string{}, Enums: map[string][]string{}}
-	if p, ok := m["app"]; ok && tp.App != "" && s.Apps[tp.App] == nil {
+	tp.app = s.Apps[tp.App]
+	if p, ok := m["app"]; ok && tp.App != "" && tp.app == nil {
 		l.errorf(p.v, field+".app", "app %q does not exist (apps: %s)", tp.App, strings.Join(sortedKeys(s.Apps), ", "))
+	}
+	official := tp.app != nil && tp.app.Kind == AppOfficialAccount
+	if p, ok := m["kind"]; ok && tp.Kind == KindTemplateMessage && tp.app != nil && !official {
+		l.errorf(p.v, field+".kind", "template_message is an official account's kind of template; app %s is a Mini Program (kind: official_account makes an app one)", tp.App)
+	}
+	if p, ok := m["opens"]; ok && tp.Opens != "" {
+		switch o := s.Apps[tp.Opens]; {
+		case tp.app != nil && !official:
+			l.errorf(p.k, field+".opens", "opens is for official account templates: a Mini Program's cards open its own pages (page:)")
+		case o == nil:
+			l.errorf(p.v, field+".opens", "app %q does not exist (apps: %s)", tp.Opens, strings.Join(sortedKeys(s.Apps), ", "))
+		case o.Kind != AppMiniProgram:
+			l.errorf(p.v, field+".opens", "app %s is an official account: opens names the Mini Program whose page the card opens", tp.Opens)
+		default:
+			tp.opens = o
+		}
 	}
 	if p, ok := m["id"]; ok && strings.ContainsFunc(tp.ID, func(r rune) bool { return r <= ' ' }) {
 		l.errorf(p.v, field+".id", "%q has spaces: template ids have none", tp.ID)
@@ -287,6 +309,9 @@ func (l *loader) template(s *Set, t pair) *Template {
 	if p, ok := m["keywords"]; ok {
 		for _, kw := range l.pairs(p.v, field+".keywords") {
 			l.keyword(tp, kw, field+".keywords."+kw.key)
+			if tp.Keywords[kw.key] == TypeConst && tp.app != nil && !official {
+				l.errorf(kw.k, field+".keywords."+kw.key, "const keywords belong to official account templates; a Mini Program's have enum (enum_string) instead")
+			}
 		}
 	}
 	return tp
@@ -315,8 +340,8 @@ func (l *loader) keyword(tp *Template, kw pair, field string) {
 		typ, label = l.get(m, "type", field), l.get(m, "label", field)
 		if p, ok := m["enum"]; ok {
 			enum, _ = l.strList(p.v, field+".enum")
-			if typ := cmp.Or(typ, prefix); typ != TypeEnum {
-				l.errorf(p.k, field+".enum", "only enum keywords have values; %s is a %s", kw.key, typ)
+			if typ := cmp.Or(typ, prefix); typ != TypeEnum && typ != TypeConst {
+				l.errorf(p.k, field+".enum", "only enum and const keywords have values; %s is a %s", kw.key, typ)
 			}
 		}
 	default:
@@ -349,7 +374,7 @@ func (l *loader) rule(s *Set, i int, n *yaml.Node) *Rule {
 	if n.Kind != yaml.MappingNode {
 		return nil
 	}
-	l.require(n, m, field, "name", "on", "template", "to")
+	l.require(n, m, field, "name", "on", "to")
 	r := &Rule{Name: l.get(m, "name", field), Description: l.get(m, "description", field)}
 	if p, ok := m["name"]; ok && r.Name != "" {
 		l.checkName(p.v, field+".name", "rule", r.Name)
@@ -367,14 +392,9 @@ func (l *loader) rule(s *Set, i int, n *yaml.Node) *Rule {
 			}
 		}
 	}
-	if p, ok := m["template"]; ok {
-		name := l.get(m, "template", field)
-		if r.Template = s.Templates[name]; r.Template == nil && name != "" {
-			l.errorf(p.v, field+".template", "template %q does not exist (templates: %s)", name, strings.Join(sortedKeys(s.Templates), ", "))
-		}
-	}
-	if r.Template != nil {
-		r.App = s.Apps[r.Template.App]
+	l.channels(s, r, n, m, field)
+	if len(r.channels) > 0 {
+		r.Template, r.App = r.channels[0].tpl, r.channels[0].app
 	}
 	r.Location = l.zone(m, "time_zone", field)
 	if r.Location == nil && r.App != nil {
@@ -390,6 +410,15 @@ func (l *loader) rule(s *Set, i int, n *yaml.Node) *Rule {
 	}
 	if p, ok := m["page"]; ok {
 		r.page = l.page(resolve(p.v), field+".page", funcs)
+		if len(r.channels) > 0 && !r.opensPages() {
+			l.errorf(p.k, field+".page", "no template of this rule opens a Mini Program page: an official account's template needs opens: naming the Mini Program")
+		}
+	}
+	if p, ok := m["url"]; ok {
+		r.url = l.webURL(resolve(p.v), field+".url", funcs)
+		if len(r.channels) > 0 && !r.official() {
+			l.errorf(p.k, field+".url", "url is the web page an official account's card opens, and this rule has no official account template")
+		}
 	}
 	if p, ok := m["to"]; ok {
 		r.to = l.recipients(resolve(p.v), field+".to", recipientFuncs)
@@ -552,6 +581,103 @@ func (l *loader) recipients(n *yaml.Node, field string, funcs *funcSet) []recipi
 	return out
 }
 
+// channels reads template: or via: — one or the other — into r.channels.
+func (l *loader) channels(s *Set, r *Rule, n *yaml.Node, m map[string]pair, field string) {
+	tp, hasTemplate := m["template"]
+	vp, hasVia := m["via"]
+	switch {
+	case hasTemplate && hasVia:
+		l.errorf(vp.k, field+".via", "a rule has template or via, not both: via lists the templates tried in order")
+		return
+	case !hasTemplate && !hasVia:
+		l.errorf(n, field+".template", "missing required field template (or via: a list of templates tried in order)")
+		return
+	case hasTemplate:
+		if isNull(resolve(tp.v)) {
+			l.errorf(tp.k, field+".template", "missing required field template")
+			return
+		}
+		name := l.get(m, "template", field)
+		if t := l.templateRef(s, name, tp.v, field+".template"); t != nil {
+			r.channels = []channel{{tpl: t, app: t.app}}
+		}
+		return
+	}
+	list := resolve(vp.v)
+	if list.Kind != yaml.SequenceNode {
+		l.errorf(list, field+".via", "want a list of templates tried in order ([a, b]), not %s", kindName(list))
+		return
+	}
+	if len(list.Content) == 0 {
+		l.errorf(list, field+".via", "no templates: via lists at least one")
+		return
+	}
+	seen := map[string]int{}
+	for i, it := range list.Content {
+		f := fmt.Sprintf("%s.via[%d]", field, i)
+		l.pos[f] = nodePos(resolve(it))
+		name, ok := l.str(it, f)
+		if !ok {
+			continue
+		}
+		if prev, dup := seen[name]; dup {
+			l.errorf(resolve(it), f, "template %s is already via[%d]: each template is tried once", name, prev)
+			continue
+		}
+		seen[name] = i
+		if t := l.templateRef(s, name, it, f); t != nil {
+			r.channels = append(r.channels, channel{tpl: t, app: t.app})
+		}
+	}
+}
+
+func (l *loader) templateRef(s *Set, name string, n *yaml.Node, field string) *Template {
+	t := s.Templates[name]
+	if t == nil && name != "" {
+		l.errorf(resolve(n), field, "template %q does not exist (templates: %s)", name, strings.Join(sortedKeys(s.Templates), ", "))
+	}
+	return t
+}
+
+// opensPages reports whether a channel of the rule opens a Mini Program
+// page: a Mini Program's template, or an official account's that opens
+// one.
+func (r *Rule) opensPages() bool {
+	for _, c := range r.channels {
+		if c.tpl.Channel() == ChannelSubscribeMessage || c.tpl.opens != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// official reports whether a channel of the rule is an official account's.
+func (r *Rule) official() bool {
+	for _, c := range r.channels {
+		if c.tpl.Channel() != ChannelSubscribeMessage {
+			return true
+		}
+	}
+	return false
+}
+
+// webURL reads the url of a rule: a templated http(s) URL.
+func (l *loader) webURL(n *yaml.Node, field string, funcs *funcSet) *text {
+	x := l.text(n, field, funcs)
+	if x == nil {
+		return nil
+	}
+	src := strings.TrimSpace(x.src)
+	if !strings.HasPrefix(src, "{{") && !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+		l.errorf(n, field, "%q is not a web page: url starts with https:// (or http://)", x.src)
+	}
+	return x
+}
+
+// data reads the rule's keyword values. They are shared by its channels:
+// each template takes the keys it has, every key of every template must be
+// given, and a key no template has is a mistake. Each value is checked
+// against the type and values of each template that takes it.
 func (l *loader) data(r *Rule, m map[string]pair, n *yaml.Node, field string, funcs *funcSet) {
 	p, ok := m["data"]
 	var entries []pair
@@ -564,52 +690,78 @@ func (l *loader) data(r *Rule, m map[string]pair, n *yaml.Node, field string, fu
 		l.pos[f] = nodePos(e.v)
 		given[e.key] = true
 		x := l.text(e.v, f, funcs)
-		if r.Template == nil {
+		if len(r.channels) == 0 {
 			continue
 		}
-		typ, known := r.Template.Keywords[e.key]
-		if l.badKeywords[r.Template.Name+"."+e.key] {
-			continue
+		taken, bad := false, false
+		reported := map[string]bool{}
+		for i := range r.channels {
+			c := &r.channels[i]
+			typ, known := c.tpl.Keywords[e.key]
+			if !known {
+				continue
+			}
+			taken = true
+			if l.badKeywords[c.tpl.Name+"."+e.key] {
+				bad = true
+				continue
+			}
+			if x == nil {
+				continue
+			}
+			enum := c.tpl.Enums[e.key]
+			if msg := staticKeywordProblem(typ, x, r.Location, enum); msg != "" && !reported[msg] {
+				reported[msg] = true
+				if len(r.channels) > 1 {
+					msg += " (template " + c.tpl.Name + ")"
+				}
+				l.errorf(e.v, f, "%s", msg)
+			}
+			c.data = append(c.data, keywordSpec{key: e.key, typ: typ, enum: enum, text: x})
 		}
-		if !known {
-			l.errorf(e.k, f, "keyword %s is not in template %s (it has %s)", e.key, r.Template.Name, strings.Join(r.Template.Keys, ", "))
-			continue
-		}
-		if x == nil {
-			continue
-		}
-		enum := r.Template.Enums[e.key]
-		if msg := staticKeywordProblem(typ, x, r.Location, enum); msg != "" {
-			l.errorf(e.v, f, "%s", msg)
-		}
-		r.data = append(r.data, keywordSpec{key: e.key, typ: typ, enum: enum, text: x})
-	}
-	if r.Template == nil {
-		return
-	}
-	var missing []string
-	for _, k := range r.Template.Keys {
-		if !given[k] {
-			missing = append(missing, k)
-		}
-	}
-	if len(missing) > 0 {
-		at, f := n, field
-		if ok {
-			at, f = p.k, field+".data"
-		}
-		l.errorf(at, f, "no value for %s of template %s: WeChat refuses a message with a keyword missing", strings.Join(missing, ", "), r.Template.Name)
-	}
-	// Render in the template's order, so errors and cards follow it.
-	order := map[string]int{}
-	for i, k := range r.Template.Keys {
-		order[k] = i
-	}
-	for i := 1; i < len(r.data); i++ {
-		for j := i; j > 0 && order[r.data[j].key] < order[r.data[j-1].key]; j-- {
-			r.data[j], r.data[j-1] = r.data[j-1], r.data[j]
+		if !taken && !bad {
+			if len(r.channels) == 1 {
+				t := r.channels[0].tpl
+				l.errorf(e.k, f, "keyword %s is not in template %s (it has %s)", e.key, t.Name, strings.Join(t.Keys, ", "))
+			} else {
+				l.errorf(e.k, f, "keyword %s is in none of the templates of via (%s)", e.key, r.keysByTemplate())
+			}
 		}
 	}
+	for i := range r.channels {
+		c := &r.channels[i]
+		var missing []string
+		for _, k := range c.tpl.Keys {
+			if !given[k] {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) > 0 {
+			at, f := n, field
+			if ok {
+				at, f = p.k, field+".data"
+			}
+			l.errorf(at, f, "no value for %s of template %s: WeChat refuses a message with a keyword missing", strings.Join(missing, ", "), c.tpl.Name)
+		}
+		// Render in the template's order, so errors and cards follow it.
+		order := map[string]int{}
+		for i, k := range c.tpl.Keys {
+			order[k] = i
+		}
+		slices.SortStableFunc(c.data, func(a, b keywordSpec) int { return order[a.key] - order[b.key] })
+	}
+	if len(r.channels) > 0 {
+		r.data = r.channels[0].data
+	}
+}
+
+// keysByTemplate lists each channel's keys: "a: thing1, time2; b: thing2".
+func (r *Rule) keysByTemplate() string {
+	parts := make([]string, len(r.channels))
+	for i, c := range r.channels {
+		parts[i] = c.tpl.Name + ": " + strings.Join(c.tpl.Keys, ", ")
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (l *loader) policy(r *Rule, m map[string]pair, field string, funcs *funcSet) {

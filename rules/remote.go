@@ -35,7 +35,9 @@ func (s *Set) CompareTemplates(app string, remote []RemoteTemplate) ErrorList {
 	var errs ErrorList
 	for _, name := range sortedKeys(s.Templates) {
 		t := s.Templates[name]
-		if t.App != app {
+		if t.App != app || t.Kind == KindTemplateMessage {
+			// Template messages are listed by get_all_private_template,
+			// not by the template list this compares with.
 			continue
 		}
 		field := "templates." + name

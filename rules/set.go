@@ -24,9 +24,12 @@ type Set struct {
 // Pos is a position in the rules file, 1-based.
 type Pos struct{ Line, Column int }
 
-// App is a Mini Program the rules send through.
+// App is a Mini Program or an official account (服务号) the rules send
+// through.
 type App struct {
-	Name      string
+	Name string
+	// Kind is AppMiniProgram (default) or AppOfficialAccount.
+	Kind      string
 	AppID     string
 	Secret    string
 	PushToken string
@@ -57,9 +60,12 @@ type App struct {
 	Bind string
 }
 
-// Values of App.Subscriptions, App.TokenMode, App.Bind, Template.Kind,
-// Policy.Delivery and QuietHours.Action.
+// Values of App.Kind, App.Subscriptions, App.TokenMode, App.Bind,
+// Template.Kind, Policy.Delivery and QuietHours.Action.
 const (
+	AppMiniProgram     = "mini_program"
+	AppOfficialAccount = "official_account"
+
 	SubscriptionsLedger = "ledger"
 	SubscriptionsWeChat = "wechat"
 
@@ -71,6 +77,9 @@ const (
 
 	KindOneTime  = "one_time"
 	KindLongTerm = "long_term"
+	// KindTemplateMessage: an official account's template message (模板消息),
+	// sent to its followers without a subscription.
+	KindTemplateMessage = "template_message"
 
 	AtLeastOnce = "at_least_once"
 	AtMostOnce  = "at_most_once"
@@ -82,13 +91,33 @@ const (
 // DefaultTimeZone is the zone of an app that names none.
 const DefaultTimeZone = "Asia/Shanghai"
 
-// Template is a subscribe-message template of an app.
+// Channels: how a template reaches a person, by the kind of its app and
+// its own kind (Template.Channel).
+const (
+	// ChannelSubscribeMessage: a Mini Program subscribe message
+	// (/cgi-bin/message/subscribe/send), with a credit.
+	ChannelSubscribeMessage = "subscribe_message"
+	// ChannelSubscriptionNotification: an official account's subscription
+	// notification (/cgi-bin/message/subscribe/bizsend), with a credit.
+	ChannelSubscriptionNotification = "subscription_notification"
+	// ChannelTemplateMessage: an official account's template message
+	// (/cgi-bin/message/template/send), to a follower.
+	ChannelTemplateMessage = "template_message"
+)
+
+// Template is a template of an app: a Mini Program's subscribe message, or
+// an official account's subscription notification or template message.
 type Template struct {
-	Name  string
-	App   string
-	ID    string
-	Kind  string // one_time or long_term
+	Name string
+	App  string
+	ID   string
+	// Kind is one_time or long_term (subscribe messages and subscription
+	// notifications), or template_message (official accounts only).
+	Kind  string
 	Title string // what the card shows on top; optional
+	// Opens names the Mini Program app (under apps) whose page the cards
+	// of an official account template open; "" opens none.
+	Opens string
 	// Keywords maps keys to types ("thing1" -> "thing").
 	Keywords map[string]string
 	// Keys are the keywords in the order the file lists them, which is the
@@ -96,8 +125,24 @@ type Template struct {
 	Keys []string
 	// Labels are what the card shows before each value ("thing1" -> "商品名称").
 	Labels map[string]string
-	// Enums are the allowed values of enum keywords, when the file lists them.
+	// Enums are the allowed values of enum and const keywords, when the
+	// file lists them.
 	Enums map[string][]string
+
+	app   *App // the app the template belongs to
+	opens *App // the app Opens names
+}
+
+// Channel says how the template reaches a person: ChannelSubscribeMessage,
+// ChannelSubscriptionNotification or ChannelTemplateMessage.
+func (t *Template) Channel() string {
+	switch {
+	case t.Kind == KindTemplateMessage:
+		return ChannelTemplateMessage
+	case t.app != nil && t.app.Kind == AppOfficialAccount:
+		return ChannelSubscriptionNotification
+	}
+	return ChannelSubscribeMessage
 }
 
 // Label is the keyword's label, or its key when the file gives none.
@@ -108,15 +153,19 @@ func (t *Template) Label(key string) string {
 	return key
 }
 
-// Rule sends one template when an event matches.
+// Rule sends a message when an event matches: one template, or the first of
+// several (via) that can reach each recipient.
 type Rule struct {
 	Name        string
 	Description string // for people: what the rule is for
 	On          []string
 	When        string // the condition as written; empty when there is none
-	Template    *Template
-	App         *App
-	Policy      Policy
+	// Template is the rule's template, or the first of its via list;
+	// Channels lists them all.
+	Template *Template
+	// App is Template's app.
+	App    *App
+	Policy Policy
 	// Location is the zone of time and date keywords and of the templating
 	// function date: the rule's time_zone, else its app's.
 	Location *time.Location
@@ -126,9 +175,30 @@ type Rule struct {
 	// does, and needs a budget to run.
 	whenCounted bool
 	page        *pageSpec
+	url         *text // the web page official account cards open
 	to          []recipientSpec
-	data        []keywordSpec // in template key order
+	data        []keywordSpec // Template's, in its key order
+	channels    []channel     // in the order they are tried
 	dedup       *text
+}
+
+// channel is one template of a rule with the keyword data it takes: the
+// rule's data values for its keys, fitted to its types.
+type channel struct {
+	tpl  *Template
+	app  *App
+	data []keywordSpec // in the template's key order
+}
+
+// Channels lists the templates the rule sends through, in the order they
+// are tried: its via list, or its one template. Each recipient gets the
+// first that can reach them.
+func (r *Rule) Channels() []*Template {
+	out := make([]*Template, len(r.channels))
+	for i, c := range r.channels {
+		out[i] = c.tpl
+	}
+	return out
 }
 
 type keywordSpec struct {

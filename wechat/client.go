@@ -306,6 +306,12 @@ type apiStatus struct {
 // is dropped (only if it is still the one that failed), a new one is
 // fetched once for all callers and the call is retried once.
 func (c *Client) callWithToken(ctx context.Context, app, method, path string, body []byte) ([]byte, error) {
+	return c.callWithTokenQuery(ctx, app, method, path, nil, body)
+}
+
+// callWithTokenQuery is callWithToken for an API that takes more query
+// parameters than the token; query holds no secret.
+func (c *Client) callWithTokenQuery(ctx context.Context, app, method, path string, query url.Values, body []byte) ([]byte, error) {
 	a, err := c.app(app)
 	if err != nil {
 		return nil, err
@@ -315,7 +321,11 @@ func (c *Client) callWithToken(ctx context.Context, app, method, path string, bo
 		if err != nil {
 			return nil, err
 		}
-		data, err := c.do(ctx, request{method: method, path: path, query: url.Values{"access_token": {tok}},
+		q := url.Values{"access_token": {tok}}
+		for k, v := range query {
+			q[k] = v
+		}
+		data, err := c.do(ctx, request{method: method, path: path, query: q,
 			body: body, secrets: []string{tok, a.app.Secret}})
 		if attempt == 0 && errors.Is(err, ErrTokenInvalid) {
 			var api *APIError
@@ -398,7 +408,14 @@ func (c *Client) do(ctx context.Context, r request) ([]byte, error) {
 			len(data), resp.Header.Get("Content-Type"), err)}
 	}
 	if st.ErrCode != 0 {
-		return nil, &APIError{Code: st.ErrCode, Msg: scrub(st.ErrMsg, r.secrets), Path: r.path}
+		e := &APIError{Code: st.ErrCode, Msg: scrub(st.ErrMsg, r.secrets), Path: r.path}
+		// Read on its own and leniently: an odd msgid must not cost the
+		// errcode.
+		var extra struct{ MsgID looseString }
+		if json.Unmarshal(data, &extra) == nil {
+			e.MsgID = extra.MsgID.String()
+		}
+		return nil, e
 	}
 	return data, nil
 }

@@ -1,11 +1,15 @@
 // Package wechat is the only code in wxbridge that talks to WeChat: the
 // server API of Mini Programs (access tokens, subscribeMessage.send,
-// code2session, the template list) and the message-push callback protocol.
+// code2session, the template list), of official accounts (服务号: template
+// messages, subscription notifications, user info; official.go) and the
+// message-push callback protocol, with the official account's events
+// (follow, unfollow, TEMPLATESENDJOBFINISH) typed on Push.
 //
 // # Client
 //
-// A Client holds the credentials of one or more Mini Programs ("apps",
-// registered with SetApp) and calls the API with one shared, pooled
+// A Client holds the credentials of one or more Mini Programs and official
+// accounts ("apps", registered with SetApp; both kinds get their tokens the
+// same way) and calls the API with one shared, pooled
 // http.Client. Every call takes a context and runs with Config.Timeout.
 //
 // Each app has its own access token, taken from POST /cgi-bin/stable_token

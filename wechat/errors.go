@@ -52,10 +52,25 @@ var (
 	// with ErrRecipient.
 	ErrInvalidOpenID = errors.New("wechat: invalid openid")
 
+	// ErrNotFollowing: 43004 "require subscribe", the user does not follow
+	// the official account, so a template message cannot reach them.
+	// Comes with ErrRecipient. Global return codes:
+	// https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html
+	ErrNotFollowing = errors.New("wechat: user does not follow the official account")
+
+	// ErrAlreadySent: 45065, WeChat refused a template message because one
+	// with the same client_msg_id went to the same user in the last 10
+	// minutes: the message was sent before, not lost. SendTemplate hands
+	// back the earlier msgid with it when WeChat names one.
+	ErrAlreadySent = errors.New("wechat: already sent under this client_msg_id")
+
 	// ErrConfig: the request is wrong for every recipient (40037 template id,
-	// 41030 page, 43107 capability banned, 47003 data: see APIError.Field),
-	// or the app's credentials are refused outside the token endpoints. Fix
-	// the configuration; retrying will not help.
+	// 41030 page, 43107 capability banned, 47003 data: see APIError.Field,
+	// 47001 a body WeChat cannot read, 48001 an API the account may not
+	// call, 40036 a template id of the wrong length, 40032 too many openids
+	// in one batch, 45067 a client_msg_id too long), or the app's
+	// credentials are refused outside the token endpoints. Fix the
+	// configuration; retrying will not help.
 	ErrConfig = errors.New("wechat: configuration error")
 
 	// ErrData: the content was refused (45168 sensitive words).
@@ -77,6 +92,9 @@ type APIError struct {
 	Msg string
 	// Path is the API path that answered, without query (no token in it).
 	Path string
+	// MsgID is the msgid an error answer carries, exact decimal, or "":
+	// 45065 names the message already sent under the same id.
+	MsgID string
 }
 
 func (e *APIError) Error() string {
@@ -132,11 +150,22 @@ func classesOf(code int, path string) []error {
 		return []error{ErrTokenInvalid}
 	case -1, 43108, 45009, 45011:
 		return []error{ErrTransient}
+	case 45066:
+		// "相同 clientmsgid 重试速度过快，请间隔1分钟重试" (mass-send doc, the
+		// only one that lists it): wait, then the repeat is answered.
+		return []error{ErrTransient}
 	case 43101:
 		return []error{ErrRecipient, ErrNotSubscribed}
 	case 40003:
 		return []error{ErrRecipient, ErrInvalidOpenID}
-	case 40037, 41030, 43107, 47003, 200100:
+	case 43004:
+		return []error{ErrRecipient, ErrNotFollowing}
+	case 43019:
+		// "需要将接收者从黑名单中移除": the account has blacklisted the user.
+		return []error{ErrRecipient}
+	case 45065:
+		return []error{ErrAlreadySent}
+	case 40032, 40036, 40037, 41030, 43107, 45067, 47001, 47003, 48001, 200100:
 		return []error{ErrConfig}
 	case 45168:
 		return []error{ErrData}

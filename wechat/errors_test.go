@@ -26,6 +26,8 @@ var allClasses = []struct {
 	{"ErrRecipient", wechat.ErrRecipient},
 	{"ErrNotSubscribed", wechat.ErrNotSubscribed},
 	{"ErrInvalidOpenID", wechat.ErrInvalidOpenID},
+	{"ErrNotFollowing", wechat.ErrNotFollowing},
+	{"ErrAlreadySent", wechat.ErrAlreadySent},
 	{"ErrConfig", wechat.ErrConfig},
 	{"ErrData", wechat.ErrData},
 	{"ErrCode", wechat.ErrCode},

@@ -54,6 +54,12 @@ func checkParsed(t *testing.T, p *wechat.Push, format string) {
 			t.Fatal("accepted a sent event without template id or msgid")
 		}
 	}
+	if j := p.TemplateJob; j != nil && (j.MsgID == "" || j.MsgID != p.MsgID || p.Event != wechat.EventTemplateSendJobFinish) {
+		t.Fatalf("accepted a template receipt %+v with MsgID %q on event %q", j, p.MsgID, p.Event)
+	}
+	if (p.Follow != nil) != (p.MsgType == "event" && (p.Event == wechat.EventFollow || p.Event == wechat.EventUnfollow)) {
+		t.Fatalf("Follow %+v on event %q", p.Follow, p.Event)
+	}
 	if k := p.DedupeKey(); k == "" || len(k) > 512 {
 		t.Fatalf("DedupeKey of %d bytes", len(k))
 	}

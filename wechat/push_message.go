@@ -27,12 +27,43 @@ const (
 	ModeSafe       = "safe"
 )
 
-// The subscribe-message events (MsgType "event").
+// The subscribe-message events (MsgType "event"). An official account's
+// subscription notifications (订阅通知) push the same three, with the same
+// shapes; their PopupScene is "1" (an H5 page) or "2" (an article)
+// (https://developers.weixin.qq.com/doc/service/guide/product/subscription_messages/push.html).
 const (
 	EventSubscribePopup  = "subscribe_msg_popup_event"
 	EventSubscribeChange = "subscribe_msg_change_event"
 	EventSubscribeSent   = "subscribe_msg_sent_event"
 )
+
+// The official account events (MsgType "event"). "subscribe" and
+// "unsubscribe" are following and unfollowing the account, not subscribe
+// messages: FromUserName is the user's openid in the account, and a follow
+// through a QR code with a scene carries EventKey "qrscene_<scene>" and the
+// code's Ticket
+// (https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Receiving_event_pushes.html,
+// read through verbatim copies). TEMPLATESENDJOBFINISH is a template
+// message's delivery receipt: MsgID and Status
+// (https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Template_Message_Interface.html).
+const (
+	EventFollow                = "subscribe"
+	EventUnfollow              = "unsubscribe"
+	EventTemplateSendJobFinish = "TEMPLATESENDJOBFINISH"
+)
+
+// Status values of TEMPLATESENDJOBFINISH, exactly as WeChat spells them
+// (the space in the last one is WeChat's). Other "failed:..." values occur
+// in the wild ("failed:freq limit", reported on the community forum) and
+// are kept as they come.
+const (
+	TemplateStatusSuccess      = "success"
+	TemplateStatusUserBlock    = "failed:user block"     // the user refuses the account's messages
+	TemplateStatusSystemFailed = "failed: system failed" // any other reason
+)
+
+// qrScenePrefix starts the EventKey of a follow through a QR code.
+const qrScenePrefix = "qrscene_"
 
 // ErrMalformedPush: a push body (or the message decrypted from it) is not a
 // WeChat message: not XML or JSON, wrong value types, missing fields.
@@ -43,11 +74,17 @@ type Push struct {
 	ToUserName, FromUserName string
 	CreateTime               int64
 	MsgType, Event           string
-	// MsgID is the MsgId of an ordinary (non-event) message, exact decimal.
+	// MsgID is the MsgId of an ordinary (non-event) message, or the MsgID
+	// of a TEMPLATESENDJOBFINISH, exact decimal.
 	MsgID string
 
 	Subscriptions []SubscriptionEvent // popup and change events
 	Sent          []SentEvent         // subscribe_msg_sent_event
+	// Follow is set for an official account's subscribe and unsubscribe
+	// events.
+	Follow *FollowEvent
+	// TemplateJob is set for TEMPLATESENDJOBFINISH.
+	TemplateJob *TemplateJobEvent
 
 	Format string // FormatJSON or FormatXML
 	Mode   string // ModePlaintext, ModeCompatible or ModeSafe; empty from ParsePush
@@ -60,6 +97,36 @@ type SubscriptionEvent struct {
 	Status     string // accept | reject, as WeChat sends it
 	PopupScene string // popup events only; "0" = inside a Mini Program page
 }
+
+// FollowEvent is a user following (subscribe) or unfollowing
+// (unsubscribe) an official account; Push.FromUserName is their openid in
+// the account.
+type FollowEvent struct {
+	Following bool
+	// EventKey is as WeChat sent it: "qrscene_123" for a follow through a
+	// QR code with a scene, often "" otherwise.
+	EventKey string
+	// Ticket is the QR code's ticket, for a follow through one.
+	Ticket string
+}
+
+// QRScene is the scene of the QR code the user followed through ("123" of
+// "qrscene_123"), if any.
+func (f FollowEvent) QRScene() (string, bool) {
+	if !f.Following || !strings.HasPrefix(f.EventKey, qrScenePrefix) {
+		return "", false
+	}
+	return strings.TrimPrefix(f.EventKey, qrScenePrefix), true
+}
+
+// TemplateJobEvent is the delivery receipt of one template message.
+type TemplateJobEvent struct {
+	MsgID  string // exact decimal, as SendTemplate returned it
+	Status string // TemplateStatusSuccess, TemplateStatusUserBlock, ...
+}
+
+// Delivered reports whether the message reached the user.
+func (e TemplateJobEvent) Delivered() bool { return e.Status == TemplateStatusSuccess }
 
 // SentEvent is the final delivery result of one subscribe message.
 type SentEvent struct {
@@ -182,6 +249,7 @@ func detectFormat(body []byte) (string, error) {
 // pushFields is a message as text, whatever its format; push() types it.
 type pushFields struct {
 	to, from, createTime, msgType, event, msgID string
+	eventKey, ticket, status                    string
 	items                                       []itemFields
 }
 
@@ -211,6 +279,13 @@ func (f pushFields) push() (*Push, error) {
 		return p, nil
 	}
 	switch p.Event {
+	case EventFollow, EventUnfollow:
+		p.Follow = &FollowEvent{Following: p.Event == EventFollow, EventKey: f.eventKey, Ticket: f.ticket}
+	case EventTemplateSendJobFinish:
+		if p.MsgID == "" {
+			return nil, fmt.Errorf("%s has no MsgID", p.Event)
+		}
+		p.TemplateJob = &TemplateJobEvent{MsgID: p.MsgID, Status: f.status}
 	case EventSubscribePopup, EventSubscribeChange:
 		for i, it := range f.items {
 			if it.templateID == "" {
@@ -280,6 +355,9 @@ type jsonPush struct {
 	MsgType      looseString
 	Event        looseString
 	MsgID        looseString `json:"MsgId"`
+	EventKey     looseString
+	Ticket       looseString
+	Status       looseString
 	List         json.RawMessage
 	// Keys an older doc revision printed in place of "List".
 	PopupList  json.RawMessage `json:"SubscribeMsgPopupEvent"`
@@ -310,6 +388,9 @@ func parseJSONFields(body []byte) (pushFields, error) {
 		msgType:    j.MsgType.String(),
 		event:      j.Event.String(),
 		msgID:      j.MsgID.String(),
+		eventKey:   j.EventKey.String(),
+		ticket:     j.Ticket.String(),
+		status:     j.Status.String(),
 	}
 	list := j.List
 	for _, alt := range []json.RawMessage{j.PopupList, j.ChangeList, j.SentList} {
@@ -393,8 +474,11 @@ type xmlPush struct {
 	CreateTime   string
 	MsgType      string
 	Event        string
-	MsgID        string     `xml:"MsgId"`
-	MsgIDUpper   string     `xml:"MsgID"`
+	MsgID        string `xml:"MsgId"`
+	MsgIDUpper   string `xml:"MsgID"`
+	EventKey     string
+	Ticket       string
+	Status       string
 	Popup        xmlWrapper `xml:"SubscribeMsgPopupEvent"`
 	Change       xmlWrapper `xml:"SubscribeMsgChangeEvent"`
 	Sent         xmlWrapper `xml:"SubscribeMsgSentEvent"`
@@ -430,6 +514,9 @@ func parseXMLFields(body []byte) (pushFields, error) {
 		msgType:    strings.TrimSpace(x.MsgType),
 		event:      strings.TrimSpace(x.Event),
 		msgID:      firstNonEmpty(x.MsgID, x.MsgIDUpper),
+		eventKey:   strings.TrimSpace(x.EventKey),
+		ticket:     strings.TrimSpace(x.Ticket),
+		status:     strings.TrimSpace(x.Status),
 	}
 	// All wrappers are read: the OA doc put the change event under
 	// SubscribeMsgPopupEvent, and a message only ever carries one of them.

@@ -200,7 +200,8 @@ func TestParsePush(t *testing.T) {
 func pushEqual(a, b wechat.Push) bool {
 	return a.ToUserName == b.ToUserName && a.FromUserName == b.FromUserName && a.CreateTime == b.CreateTime &&
 		a.MsgType == b.MsgType && a.Event == b.Event && a.MsgID == b.MsgID && a.Mode == b.Mode &&
-		slices.Equal(a.Subscriptions, b.Subscriptions) && slices.Equal(a.Sent, b.Sent)
+		slices.Equal(a.Subscriptions, b.Subscriptions) && slices.Equal(a.Sent, b.Sent) &&
+		ptrEqual(a.Follow, b.Follow) && ptrEqual(a.TemplateJob, b.TemplateJob)
 }
 
 func TestParsePushRefuses(t *testing.T) {
@@ -220,6 +221,8 @@ func TestParsePushRefuses(t *testing.T) {
 		{"List of strings", `{"MsgType":"event","Event":"subscribe_msg_popup_event","List":["tpl"]}`, ""},
 		{"entry without TemplateId", `{"MsgType":"event","Event":"subscribe_msg_change_event","List":{"SubscribeStatusString":"reject"}}`, ""},
 		{"sent entry without MsgID", `{"MsgType":"event","Event":"subscribe_msg_sent_event","List":{"TemplateId":"t","ErrorCode":0}}`, ""},
+		{"TEMPLATESENDJOBFINISH without MsgID", `{"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","Status":"success"}`, ""},
+		{"TEMPLATESENDJOBFINISH with an object MsgID", `{"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":{},"Status":"success"}`, ""},
 		{"ErrorCode not an integer", `{"MsgType":"event","Event":"subscribe_msg_sent_event","List":{"TemplateId":"t","MsgID":"1","ErrorCode":"E"}}`, ""},
 		{"XML not closed", `<xml><MsgType>event</MsgType>`, ""},
 		{"XML with an unknown entity", `<xml><MsgType>&evil;</MsgType></xml>`, ""},
@@ -313,5 +316,125 @@ func TestPushDedupeKey(t *testing.T) {
 	long := key(b.String())
 	if len(long) > 512 || !strings.HasPrefix(long, "o1|1|subscribe_msg_popup_event|") {
 		t.Errorf("long key: %d bytes, %.60q", len(long), long)
+	}
+}
+
+// The official account's events, as its docs print them: the typed fields
+// say what the bridge needs without it reading Event or EventKey.
+func TestParseOfficialAccountPush(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		want     wechat.Push
+		scene    string // QRScene
+		hasScene bool
+	}{
+		{
+			name: "follow, official XML sample",
+			body: `<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[FromUser]]></FromUserName><CreateTime>123456789</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>`,
+			want: wechat.Push{ToUserName: "toUser", FromUserName: "FromUser", CreateTime: 123456789, MsgType: "event", Event: wechat.EventFollow,
+				Follow: &wechat.FollowEvent{Following: true}},
+		},
+		{
+			name: "follow through a QR code, official XML sample",
+			body: `<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[FromUser]]></FromUserName><CreateTime>123456789</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_123123]]></EventKey><Ticket><![CDATA[TICKET]]></Ticket></xml>`,
+			want: wechat.Push{ToUserName: "toUser", FromUserName: "FromUser", CreateTime: 123456789, MsgType: "event", Event: wechat.EventFollow,
+				Follow: &wechat.FollowEvent{Following: true, EventKey: "qrscene_123123", Ticket: "TICKET"}},
+			scene: "123123", hasScene: true,
+		},
+		{
+			name: "follow with an empty EventKey, as seen in the wild",
+			body: `<xml><ToUserName><![CDATA[gh_b629c48b653e]]></ToUserName><FromUserName><![CDATA[ollB4jv7LA3tydjviJp5V9qTU_kA]]></FromUserName><CreateTime>1372307736</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey></xml>`,
+			want: wechat.Push{ToUserName: "gh_b629c48b653e", FromUserName: "ollB4jv7LA3tydjviJp5V9qTU_kA", CreateTime: 1372307736, MsgType: "event", Event: wechat.EventFollow,
+				Follow: &wechat.FollowEvent{Following: true}},
+		},
+		{
+			name: "unfollow, JSON",
+			body: `{"ToUserName":"gh_b629c48b653e","FromUserName":"ollB4jqgdO_cRnVXk_wRnSywgtQ8","CreateTime":1372309890,"MsgType":"event","Event":"unsubscribe","EventKey":""}`,
+			want: wechat.Push{ToUserName: "gh_b629c48b653e", FromUserName: "ollB4jqgdO_cRnVXk_wRnSywgtQ8", CreateTime: 1372309890, MsgType: "event", Event: wechat.EventUnfollow,
+				Follow: &wechat.FollowEvent{}},
+		},
+		{
+			name: "TEMPLATESENDJOBFINISH success, official XML sample",
+			body: `<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName><FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName><CreateTime>1395658920</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>200163836</MsgID><Status><![CDATA[success]]></Status></xml>`,
+			want: wechat.Push{ToUserName: "gh_7f083739789a", FromUserName: "oia2TjuEGTNoeX76QEjQNrcURxG8", CreateTime: 1395658920, MsgType: "event",
+				Event: wechat.EventTemplateSendJobFinish, MsgID: "200163836",
+				TemplateJob: &wechat.TemplateJobEvent{MsgID: "200163836", Status: wechat.TemplateStatusSuccess}},
+		},
+		{
+			name: "TEMPLATESENDJOBFINISH user block, a real compatible-mode body (Encrypt ignored by ParsePush)",
+			body: `<xml>    <ToUserName><![CDATA[gh_f5b69a2ea37b]]></ToUserName>    <FromUserName><![CDATA[ovPQ26Vgx51Ep-HoZqOITMHLk6eg]]></FromUserName>    <CreateTime>1717466001</CreateTime>    <MsgType><![CDATA[event]]></MsgType>    <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>    <MsgID>3487542469355618313</MsgID>    <Status><![CDATA[failed:user block]]></Status>    <Encrypt><![CDATA[MOEJkz1VYnBN6Kh9w1yr5PkeTqbf]]></Encrypt></xml>`,
+			want: wechat.Push{ToUserName: "gh_f5b69a2ea37b", FromUserName: "ovPQ26Vgx51Ep-HoZqOITMHLk6eg", CreateTime: 1717466001, MsgType: "event",
+				Event: wechat.EventTemplateSendJobFinish, MsgID: "3487542469355618313",
+				TemplateJob: &wechat.TemplateJobEvent{MsgID: "3487542469355618313", Status: wechat.TemplateStatusUserBlock}},
+		},
+		{
+			name: "TEMPLATESENDJOBFINISH system failed, JSON with a numeric MsgID beyond 2^53",
+			body: `{"ToUserName":"gh_7f083739789a","FromUserName":"oia2TjuEGTNoeX76QEjQNrcURxG8","CreateTime":1395659000,"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":3487556454020562953,"Status":"failed: system failed"}`,
+			want: wechat.Push{ToUserName: "gh_7f083739789a", FromUserName: "oia2TjuEGTNoeX76QEjQNrcURxG8", CreateTime: 1395659000, MsgType: "event",
+				Event: wechat.EventTemplateSendJobFinish, MsgID: "3487556454020562953",
+				TemplateJob: &wechat.TemplateJobEvent{MsgID: "3487556454020562953", Status: wechat.TemplateStatusSystemFailed}},
+		},
+		{
+			name: "subscription notification change under the OA doc's popup wrapper",
+			body: `<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName><FromUserName><![CDATA[otFpruAK8D-E6EfStSYonYSBZ8_4]]></FromUserName><CreateTime>1610969440</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_change_event]]></Event><SubscribeMsgPopupEvent><List><TemplateId><![CDATA[VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc]]></TemplateId><SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>`,
+			want: wechat.Push{ToUserName: "gh_123456789abc", FromUserName: "otFpruAK8D-E6EfStSYonYSBZ8_4", CreateTime: 1610969440, MsgType: "event",
+				Event: wechat.EventSubscribeChange, Subscriptions: []wechat.SubscriptionEvent{{TemplateID: "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc", Status: "reject"}}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := wechat.ParsePush([]byte(tt.body), "")
+			if err != nil {
+				t.Fatalf("ParsePush: %v", err)
+			}
+			got := *p
+			got.Format, got.Raw = "", nil
+			if !pushEqual(got, tt.want) {
+				t.Errorf("push =\n%+v\nwant\n%+v", got, tt.want)
+			}
+			if p.Follow != nil {
+				if scene, ok := p.Follow.QRScene(); scene != tt.scene || ok != tt.hasScene {
+					t.Errorf("QRScene() = %q, %v; want %q, %v", scene, ok, tt.scene, tt.hasScene)
+				}
+			}
+			if p.TemplateJob != nil && p.TemplateJob.Delivered() != (p.TemplateJob.Status == "success") {
+				t.Errorf("Delivered() = %v for %q", p.TemplateJob.Delivered(), p.TemplateJob.Status)
+			}
+		})
+	}
+}
+
+// Retries of an official account push share a key; different pushes do
+// not: a follow and the unfollow in the same second, two receipts.
+func TestOfficialAccountPushDedupeKey(t *testing.T) {
+	key := func(body string) string {
+		t.Helper()
+		p, err := wechat.ParsePush([]byte(body), "")
+		if err != nil {
+			t.Fatalf("ParsePush(%.50q): %v", body, err)
+		}
+		return p.DedupeKey()
+	}
+	follow := `{"FromUserName":"o1","CreateTime":1700000000,"MsgType":"event","Event":"subscribe"}`
+	unfollow := `{"FromUserName":"o1","CreateTime":1700000000,"MsgType":"event","Event":"unsubscribe"}`
+	job := func(msgid, status string) string {
+		return `<xml><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>` + msgid + `</MsgID><Status>` + status + `</Status></xml>`
+	}
+	jobJSON := `{"FromUserName":"o1","CreateTime":"1700000000","MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":"3487542469355618313","Status":"success"}`
+	if key(follow) != key(`<xml><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>`) {
+		t.Error("a follow as JSON and as XML: different keys")
+	}
+	if key(follow) == key(unfollow) {
+		t.Error("follow and unfollow in the same second share a key")
+	}
+	if key(job("3487542469355618313", "success")) != key(jobJSON) {
+		t.Error("a receipt as XML and as JSON: different keys")
+	}
+	if key(job("3487542469355618313", "success")) == key(job("3487542469355618314", "success")) {
+		t.Error("receipts of two messages in the same second share a key")
+	}
+	if !strings.Contains(key(jobJSON), "3487542469355618313") {
+		t.Errorf("receipt key %q lacks the msgid", key(jobJSON))
 	}
 }

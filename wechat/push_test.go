@@ -341,12 +341,22 @@ func wire(t testing.TB, s pushSpec) wireRequest {
 
 // ---- messages ----
 
+// ptrEqual: both nil, or both set and equal.
+func ptrEqual[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
 type eventCase struct {
 	name      string
 	event     string
 	json, xml string
 	subs      []wechat.SubscriptionEvent
 	sent      []wechat.SentEvent
+	follow    *wechat.FollowEvent
+	job       *wechat.TemplateJobEvent
 }
 
 var eventCases = []eventCase{
@@ -381,6 +391,58 @@ var eventCases = []eventCase{
 		xml:   `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_sent_event]]></Event><SubscribeMsgSentEvent><List><TemplateId><![CDATA[tplA]]></TemplateId><MsgID>1864323726461255681</MsgID><ErrorCode>0</ErrorCode><ErrorStatus><![CDATA[success]]></ErrorStatus></List></SubscribeMsgSentEvent></xml>`,
 		sent:  []wechat.SentEvent{{TemplateID: "tplA", MsgID: "1864323726461255681", ErrorCode: 0, ErrorStatus: "success"}},
 	},
+	// The official account's events, shaped as its docs print them
+	// (Receiving_event_pushes.html, Template_Message_Interface.html,
+	// subscription_messages/push.html); JSON with the same keys.
+	{
+		name:   "official account: follow",
+		event:  wechat.EventFollow,
+		json:   `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"subscribe"}`,
+		xml:    `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>`,
+		follow: &wechat.FollowEvent{Following: true},
+	},
+	{
+		name:   "official account: follow through a QR code",
+		event:  wechat.EventFollow,
+		json:   `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"subscribe","EventKey":"qrscene_123123","Ticket":"TICKET"}`,
+		xml:    `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_123123]]></EventKey><Ticket><![CDATA[TICKET]]></Ticket></xml>`,
+		follow: &wechat.FollowEvent{Following: true, EventKey: "qrscene_123123", Ticket: "TICKET"},
+	},
+	{
+		name:   "official account: unfollow",
+		event:  wechat.EventUnfollow,
+		json:   `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"unsubscribe","EventKey":""}`,
+		xml:    `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey></xml>`,
+		follow: &wechat.FollowEvent{},
+	},
+	{
+		name:  "official account: template message delivered",
+		event: wechat.EventTemplateSendJobFinish,
+		json:  `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":"3487542469355618313","Status":"success"}`,
+		xml:   `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>3487542469355618313</MsgID><Status><![CDATA[success]]></Status></xml>`,
+		job:   &wechat.TemplateJobEvent{MsgID: "3487542469355618313", Status: wechat.TemplateStatusSuccess},
+	},
+	{
+		name:  "official account: template message refused by the user",
+		event: wechat.EventTemplateSendJobFinish,
+		json:  `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":3487542469355618313,"Status":"failed:user block"}`,
+		xml:   `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>3487542469355618313</MsgID><Status><![CDATA[failed:user block]]></Status></xml>`,
+		job:   &wechat.TemplateJobEvent{MsgID: "3487542469355618313", Status: wechat.TemplateStatusUserBlock},
+	},
+	{
+		name:  "official account: template message failed",
+		event: wechat.EventTemplateSendJobFinish,
+		json:  `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":"200163836","Status":"failed: system failed"}`,
+		xml:   `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>200163836</MsgID><Status><![CDATA[failed: system failed]]></Status></xml>`,
+		job:   &wechat.TemplateJobEvent{MsgID: "200163836", Status: wechat.TemplateStatusSystemFailed},
+	},
+	{
+		name:  "official account: subscription notification popup from an H5 page",
+		event: wechat.EventSubscribePopup,
+		json:  `{"ToUserName":"gh_test","FromUserName":"oUser1","CreateTime":1763700000,"MsgType":"event","Event":"subscribe_msg_popup_event","List":{"TemplateId":"tplA","SubscribeStatusString":"accept","PopupScene":"1"}}`,
+		xml:   `<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName><CreateTime>1763700000</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent><List><TemplateId><![CDATA[tplA]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>1</PopupScene></List></SubscribeMsgPopupEvent></xml>`,
+		subs:  []wechat.SubscriptionEvent{{TemplateID: "tplA", Status: "accept", PopupScene: "1"}},
+	},
 }
 
 // The done-when test: every mode × format × event, built by the independent
@@ -411,6 +473,9 @@ func TestPushEndToEnd(t *testing.T) {
 					}
 					if !slices.Equal(p.Subscriptions, ec.subs) || !slices.Equal(p.Sent, ec.sent) {
 						t.Errorf("entries = %+v %+v, want %+v %+v", p.Subscriptions, p.Sent, ec.subs, ec.sent)
+					}
+					if !ptrEqual(p.Follow, ec.follow) || !ptrEqual(p.TemplateJob, ec.job) {
+						t.Errorf("Follow %+v, TemplateJob %+v; want %+v, %+v", p.Follow, p.TemplateJob, ec.follow, ec.job)
 					}
 					if string(p.Raw) != msg {
 						t.Errorf("Raw = %q, want the plaintext message", p.Raw)

@@ -20,7 +20,16 @@ POST /_dev/subscribe   {"appid","openid","results":{"TEMPLATE_ID":"accept"}}
 POST /_dev/unsubscribe {"appid","openid","template_id"}
 POST /_dev/code        {"appid","openid","unionid"}  -> {"code"}
 POST /_dev/invalidate  {"appid"}                  invalidate the app's tokens
+GET  /_dev/errors                                 error answers by errcode
 GET  /_dev/faults, POST /_dev/faults {"latency":"50ms","system_error_rate":0.1,...}
+
+Official accounts (appid: the account's):
+POST /_dev/person      {"unionid","openids":{"APPID":"OPENID"}}  one person, an openid per app
+POST /_dev/follow      {"appid","openid","scene"}  follow (scene: through a QR code); pushes subscribe
+POST /_dev/unfollow    {"appid","openid"}          pushes unsubscribe
+POST /_dev/block       {"appid","openid"}          refuse the account's messages (failed:user block)
+POST /_dev/unblock     {"appid","openid"}
+GET  /_dev/followers?appid=                       the account's users and whether they follow
 
 appid may be left out when the emulator has exactly one app.
 `
@@ -37,6 +46,7 @@ type devFaults struct {
 	HangFor              string   `json:"hang_for,omitempty"`
 	QuotaExhausted       bool     `json:"quota_exhausted,omitempty"`
 	InvalidateTokenEvery int      `json:"invalidate_token_every,omitempty"`
+	TemplateJobFailRate  float64  `json:"template_job_fail_rate,omitempty"`
 	Paths                []string `json:"paths,omitempty"`
 	Seed                 int64    `json:"seed,omitempty"`
 }
@@ -44,7 +54,7 @@ type devFaults struct {
 func (d devFaults) faults() (Faults, error) {
 	f := Faults{SystemErrorRate: d.SystemErrorRate, HTTP500Rate: d.HTTP500Rate, DropRate: d.DropRate,
 		LostReplyRate: d.LostReplyRate, TimeoutRate: d.TimeoutRate, QuotaExhausted: d.QuotaExhausted,
-		InvalidateTokenEvery: d.InvalidateTokenEvery, Paths: d.Paths, Seed: d.Seed}
+		InvalidateTokenEvery: d.InvalidateTokenEvery, TemplateJobFailRate: d.TemplateJobFailRate, Paths: d.Paths, Seed: d.Seed}
 	for _, x := range []struct {
 		name string
 		s    string
@@ -72,7 +82,7 @@ func toDevFaults(f Faults) devFaults {
 	return devFaults{Latency: dur(f.Latency), Jitter: dur(f.Jitter), SystemErrorRate: f.SystemErrorRate,
 		HTTP500Rate: f.HTTP500Rate, DropRate: f.DropRate, LostReplyRate: f.LostReplyRate, TimeoutRate: f.TimeoutRate,
 		HangFor: dur(f.HangFor), QuotaExhausted: f.QuotaExhausted, InvalidateTokenEvery: f.InvalidateTokenEvery,
-		Paths: f.Paths, Seed: f.Seed}
+		TemplateJobFailRate: f.TemplateJobFailRate, Paths: f.Paths, Seed: f.Seed}
 }
 
 type devError struct {
@@ -117,6 +127,8 @@ func (e *Emulator) dev(r *http.Request) (any, error) {
 		UnionID    string            `json:"unionid"`
 		TemplateID string            `json:"template_id"`
 		Results    map[string]string `json:"results"`
+		Scene      string            `json:"scene"`
+		OpenIDs    map[string]string `json:"openids"`
 	}
 	if post && name != "faults" {
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
@@ -182,6 +194,46 @@ func (e *Emulator) dev(r *http.Request) (any, error) {
 		}
 		e.InvalidateTokens(a.appid)
 		return map[string]bool{"ok": true}, nil
+	case name == "errors" && get:
+		out := map[string]int{}
+		for code, n := range e.Errors() {
+			out[itoa(int64(code))] = n
+		}
+		return out, nil
+	case name == "person" && post:
+		if body.UnionID == "" || len(body.OpenIDs) == 0 {
+			return nil, devErrorf(http.StatusBadRequest, "want a unionid and openids by appid")
+		}
+		for appid, openid := range body.OpenIDs {
+			if e.app(appid) == nil || openid == "" {
+				return nil, devErrorf(http.StatusBadRequest, "unknown appid %q or empty openid", appid)
+			}
+		}
+		e.AddPerson(Person{UnionID: body.UnionID, OpenIDs: body.OpenIDs})
+		return map[string]bool{"ok": true}, nil
+	case (name == "follow" || name == "unfollow" || name == "block" || name == "unblock") && post:
+		a, err := e.devOfficial(body.AppID)
+		if err != nil {
+			return nil, err
+		}
+		if body.OpenID == "" {
+			return nil, devErrorf(http.StatusBadRequest, "openid is required")
+		}
+		switch name {
+		case "follow":
+			e.FollowByQR(a.appid, body.OpenID, body.Scene)
+		case "unfollow":
+			e.Unfollow(a.appid, body.OpenID)
+		default:
+			e.RefuseMessages(a.appid, body.OpenID, name == "block")
+		}
+		return map[string]bool{"ok": true}, nil
+	case name == "followers" && get:
+		a, err := e.devOfficial(q.Get("appid"))
+		if err != nil {
+			return nil, err
+		}
+		return e.Followers(a.appid), nil
 	case name == "faults" && get:
 		return toDevFaults(e.Faults()), nil
 	case name == "faults" && post:
@@ -227,4 +279,35 @@ func (a *app) hasTemplate(id string) error {
 		return fmt.Errorf("no template %q", id)
 	}
 	return nil
+}
+
+// devOfficial is devApp for the official account endpoints: appid may be
+// left out when the emulator has exactly one official account.
+func (e *Emulator) devOfficial(appid string) (*app, error) {
+	if appid == "" {
+		var ids []string
+		for _, id := range e.AppIDs() {
+			if a := e.app(id); a != nil && a.isOfficial() {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) != 1 {
+			return nil, devErrorf(http.StatusBadRequest, "appid is required: the emulator has %d official accounts %v", len(ids), ids)
+		}
+		appid = ids[0]
+	}
+	a, err := e.devApp(appid)
+	if err != nil {
+		return nil, err
+	}
+	if !a.isOfficial() {
+		return nil, devErrorf(http.StatusBadRequest, "%s is a Mini Program, not an official account", appid)
+	}
+	return a, nil
+}
+
+func (a *app) isOfficial() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.official
 }

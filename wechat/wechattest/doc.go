@@ -24,6 +24,36 @@
 //     per user.
 //   - GET /wxaapi/newtmpl/gettemplate: the registered templates.
 //
+// An app may be an official account (服务号, AddOfficialAccount): the same
+// token endpoints, and its own paths (official.go cites the pages each
+// behaviour was checked against):
+//
+//   - POST /cgi-bin/message/template/send: a template message to a follower:
+//     40003 for an openid not of the account, 40037 for a template that is
+//     not one of its template-message templates, 43004 "require subscribe"
+//     for a user who does not follow, 40013 for a miniprogram appid that is
+//     not one of the emulator's Mini Programs, 47003 naming the field
+//     ("is empty" or "invalid"; category-template keyword types, const and
+//     12-digit amounts included), 45067 for a client_msg_id over 64 bytes
+//     and 45065 "clientmsgid exist" with the first msgid for a repeat of
+//     one within 10 minutes; then a msgid and a TEMPLATESENDJOBFINISH push
+//     ("success", "failed:user block" after RefuseMessages, "failed: system
+//     failed" at Faults.TemplateJobFailRate).
+//   - POST /cgi-bin/message/subscribe/bizsend: a subscription notification,
+//     with the credits of subscribe messages (43101 without one) and its
+//     popup, change and sent events on the account's callback.
+//   - GET /cgi-bin/user/info and POST /cgi-bin/user/info/batchget (1 to
+//     100 openids, else 40032): subscribe, unionid and the documented
+//     fields for followers, subscribe 0 for others, 40003 for openids the
+//     account never saw.
+//
+// A Mini Program's token on these paths, and an official account's on
+// subscribe/send, get 48001 "api unauthorized". A Person (AddPerson) is
+// one unionid with an openid per app: code2session answers the unionid,
+// user/info too while they follow. Follow, FollowByQR and Unfollow act as
+// the user and push subscribe and unsubscribe events; AddFollower is a
+// follower from before, without a push.
+//
 // Subscription state is kept per app, openid and template: each one-time
 // accept (Accept, Subscribe) is worth one send and accepts add up; a send
 // spends a credit only when it succeeds; a reject (Reject, Subscribe,
@@ -46,8 +76,9 @@
 //
 // SetFaults injects latency, -1 answers, HTTP 500s, dropped connections,
 // lost replies, hung requests, quota exhaustion (45009) and token
-// invalidation. Calls counts the requests per path; Sends lists every
-// accepted send so a test can assert on exactly what was sent.
+// invalidation. Calls counts the requests per path; Errors counts the
+// error answers by errcode; Sends lists every accepted send, on each path,
+// so a test can assert on exactly what was sent (client_msg_id included).
 //
 // # Endpoints for people
 //
@@ -65,6 +96,12 @@
 //	POST /_dev/unsubscribe      {"appid","openid","template_id"}: the user sets 拒收; pushes the change event
 //	POST /_dev/code             {"appid","openid","unionid"} -> {"code"}: wx.login
 //	POST /_dev/invalidate       {"appid"}: the app's tokens stop working
+//	GET  /_dev/errors           error answers by errcode
+//	POST /_dev/person           {"unionid","openids":{"APPID":"OPENID"}}: one person across apps
+//	POST /_dev/follow           {"appid","openid","scene"}: follow an official account (through a QR code with scene)
+//	POST /_dev/unfollow         {"appid","openid"}: unfollow it
+//	POST /_dev/block            {"appid","openid"}: refuse its messages; /_dev/unblock takes it back
+//	GET  /_dev/followers?appid= the account's users and whether they follow
 //	GET  /_dev/faults           the faults in force
 //	POST /_dev/faults           {"latency":"50ms","jitter":"10ms","system_error_rate":0.1,
 //	                             "http500_rate":0,"drop_rate":0,"lost_reply_rate":0,"timeout_rate":0,

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wxbridge/wxbridge/wechat"
 )
 
 // Kind is a template's subscription kind.
@@ -23,11 +25,20 @@ const (
 	OneTime Kind = iota
 	// LongTerm templates (type 3): one accept allows sends until a reject.
 	LongTerm
+	// TemplateMessage templates belong to an official account and go to
+	// its followers through /cgi-bin/message/template/send, with no
+	// subscription: following is the consent. An official account's
+	// OneTime and LongTerm templates are its subscription notifications
+	// (/cgi-bin/message/subscribe/bizsend).
+	TemplateMessage
 )
 
 func (k Kind) String() string {
-	if k == LongTerm {
+	switch k {
+	case LongTerm:
 		return "long_term"
+	case TemplateMessage:
+		return "template_message"
 	}
 	return "one_time"
 }
@@ -49,17 +60,30 @@ type Template struct {
 	Enums map[string][]string
 }
 
-// Sent is one send WeChat accepted.
+// Sent is one send WeChat accepted, on any of the three send paths.
 type Sent struct {
-	AppID      string            `json:"appid"`
-	MsgID      string            `json:"msgid"`
-	ToUser     string            `json:"touser"`
-	TemplateID string            `json:"template_id"`
-	Page       string            `json:"page,omitempty"`
-	State      string            `json:"miniprogram_state,omitempty"`
-	Lang       string            `json:"lang,omitempty"`
-	Data       map[string]string `json:"data"`
-	At         time.Time         `json:"at"`
+	AppID string `json:"appid"`
+	// Path is the API that took it: PathSend (a Mini Program subscribe
+	// message), PathTemplateSend (a template message) or PathBizSend (an
+	// official account's subscription notification).
+	Path       string `json:"path"`
+	MsgID      string `json:"msgid"`
+	ToUser     string `json:"touser"`
+	TemplateID string `json:"template_id"`
+	// Page: the Mini Program page (subscribe/send), or the web page of a
+	// subscription notification (bizsend).
+	Page  string `json:"page,omitempty"`
+	State string `json:"miniprogram_state,omitempty"`
+	Lang  string `json:"lang,omitempty"`
+	// URL is a template message's web page.
+	URL string `json:"url,omitempty"`
+	// MiniProgram is the mini program page an official account's card
+	// opens.
+	MiniProgram *wechat.MiniProgram `json:"miniprogram,omitempty"`
+	// ClientMsgID is a template message's client_msg_id.
+	ClientMsgID string            `json:"client_msg_id,omitempty"`
+	Data        map[string]string `json:"data"`
+	At          time.Time         `json:"at"`
 }
 
 // Options configure an Emulator.
@@ -124,6 +148,9 @@ type Emulator struct {
 	faults atomic.Pointer[faultState]
 	calls  callCounter
 
+	errsMu sync.Mutex
+	errs   map[int]int // error answers by errcode
+
 	push pusher
 
 	// holdHook runs while a send holds its recipient; tests use it to make
@@ -131,9 +158,12 @@ type Emulator struct {
 	holdHook func()
 }
 
-// app is one Mini Program. Its mutex guards everything below it.
+// app is one Mini Program or official account. Its mutex guards
+// everything below it.
 type app struct {
 	appid string
+	// official: an official account (服务号), not a Mini Program.
+	official bool
 
 	mu        sync.Mutex
 	secret    string
@@ -151,6 +181,9 @@ type app struct {
 	lastForce     time.Time
 	sendsOK       int
 	callback      *callbackState
+	// clientMsgs remembers the template messages sent with a
+	// client_msg_id, by openid and id, for clientMsgWindow.
+	clientMsgs map[clientMsgKey]clientMsg
 }
 
 // New returns an Emulator with no apps. Call Close when done with it if it
@@ -165,7 +198,7 @@ func New(opts Options) *Emulator {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Emulator{opts: opts, apps: map[string]*app{}}
+	e := &Emulator{opts: opts, apps: map[string]*app{}, errs: map[int]int{}}
 	e.overlap = min(tokenOverlap, opts.TokenTTL/2)
 	// msgids are 19-digit numbers, above 2^53, as WeChat's are.
 	e.msgID.Store(1864323726461255680)
@@ -196,9 +229,28 @@ func (e *Emulator) AddApp(appid, secret string) {
 	e.apps[appid] = e.newApp(appid, secret)
 }
 
+// AddOfficialAccount registers an official account (服务号), or changes
+// its secret. It gets tokens like a Mini Program; its templates are
+// TemplateMessage templates and subscription notifications (OneTime,
+// LongTerm); its users are followers or not (Follow, AddFollower).
+func (e *Emulator) AddOfficialAccount(appid, secret string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.apps[appid]; ok {
+		a.mu.Lock()
+		a.secret, a.official = secret, true
+		a.mu.Unlock()
+		return
+	}
+	a := e.newApp(appid, secret)
+	a.official = true
+	e.apps[appid] = a
+}
+
 func (e *Emulator) newApp(appid, secret string) *app {
 	return &app{appid: appid, secret: secret, templates: map[string]*template{},
-		users: map[string]*user{}, codes: map[string]*loginCode{}, autoTemplates: e.opts.AutoTemplates}
+		users: map[string]*user{}, codes: map[string]*loginCode{}, autoTemplates: e.opts.AutoTemplates,
+		clientMsgs: map[clientMsgKey]clientMsg{}}
 }
 
 // app returns the app with appid, or nil; with Options.AutoApps it
@@ -270,6 +322,9 @@ func (e *Emulator) AddTemplate(appid string, t Template) {
 	compiled := compileTemplate(t)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if t.Kind == TemplateMessage && !a.official {
+		panic(fmt.Sprintf("wechattest: AddTemplate: %s is a Mini Program; template messages belong to official accounts", appid))
+	}
 	if old, ok := a.templates[t.ID]; ok {
 		compiled.banned = old.banned
 	} else {
@@ -297,6 +352,26 @@ func (e *Emulator) AddUser(appid, openid string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.user(openid, true)
+}
+
+// Errors returns how many error answers (non-zero errcodes) WeChat's paths
+// gave, by errcode, faults included: 43108 for concurrent sends to one
+// user, 43004 for template messages to non-followers, -1 for injected
+// system errors...
+func (e *Emulator) Errors() map[int]int {
+	e.errsMu.Lock()
+	defer e.errsMu.Unlock()
+	out := make(map[int]int, len(e.errs))
+	for k, v := range e.errs {
+		out[k] = v
+	}
+	return out
+}
+
+func (e *Emulator) countError(code int) {
+	e.errsMu.Lock()
+	e.errs[code]++
+	e.errsMu.Unlock()
 }
 
 // Sends returns every send accepted so far, in order.

@@ -38,6 +38,11 @@ type Faults struct {
 	// InvalidateTokenEvery > 0 invalidates the app's tokens after every N
 	// successful sends, so the next call gets 40001 and must fetch again.
 	InvalidateTokenEvery int
+	// TemplateJobFailRate is the share of accepted template messages whose
+	// TEMPLATESENDJOBFINISH says "failed: system failed" (送达由于其他原因
+	// 失败): accepted by the API, never delivered. Drawn once per message,
+	// apart from the rates above, whatever Paths says.
+	TemplateJobFailRate float64
 	// Paths limits latency and the rates to these paths (PathSend...);
 	// empty means every WeChat path.
 	Paths []string
@@ -106,7 +111,8 @@ func (e *Emulator) Faults() Faults {
 
 func (f Faults) isZero() bool {
 	return f.Latency <= 0 && f.Jitter <= 0 && f.SystemErrorRate <= 0 && f.HTTP500Rate <= 0 && f.DropRate <= 0 &&
-		f.LostReplyRate <= 0 && f.TimeoutRate <= 0 && !f.QuotaExhausted && f.InvalidateTokenEvery <= 0
+		f.LostReplyRate <= 0 && f.TimeoutRate <= 0 && !f.QuotaExhausted && f.InvalidateTokenEvery <= 0 &&
+		f.TemplateJobFailRate <= 0
 }
 
 func (s *faultState) applies(path string) bool {
@@ -160,4 +166,16 @@ func (e *Emulator) invalidateEvery() int {
 		return s.f.InvalidateTokenEvery
 	}
 	return 0
+}
+
+// templateJobFails draws whether an accepted template message fails to be
+// delivered (Faults.TemplateJobFailRate).
+func (e *Emulator) templateJobFails() bool {
+	s := e.faults.Load()
+	if s == nil || s.f.TemplateJobFailRate <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rnd.Float64() < s.f.TemplateJobFailRate
 }

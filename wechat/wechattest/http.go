@@ -17,6 +17,12 @@ const (
 	PathSend         = "/cgi-bin/message/subscribe/send"
 	PathCode2Session = "/sns/jscode2session"
 	PathTemplates    = "/wxaapi/newtmpl/gettemplate"
+
+	// The official account's.
+	PathTemplateSend  = "/cgi-bin/message/template/send"
+	PathBizSend       = "/cgi-bin/message/subscribe/bizsend"
+	PathUserInfo      = "/cgi-bin/user/info"
+	PathUserInfoBatch = "/cgi-bin/user/info/batchget"
 )
 
 // DevPrefix is where the endpoints for people (not WeChat's API) live. No
@@ -40,6 +46,11 @@ func init() {
 		PathSend:         {http.MethodPost, (*call).send, true},
 		PathCode2Session: {http.MethodGet, (*call).code2Session, false},
 		PathTemplates:    {http.MethodGet, (*call).templates, false},
+
+		PathTemplateSend:  {http.MethodPost, (*call).templateSend, false},
+		PathBizSend:       {http.MethodPost, (*call).bizSend, false},
+		PathUserInfo:      {http.MethodGet, (*call).userInfo, false},
+		PathUserInfoBatch: {http.MethodPost, (*call).userInfoBatch, false},
 	}
 }
 
@@ -165,6 +176,7 @@ func (c *call) replyJSON(v any) {
 // fail answers like WeChat does: HTTP 200 with errcode and errmsg, the
 // errmsg ending with a request id.
 func (c *call) fail(code int, msg string) {
+	c.e.countError(code)
 	b := make([]byte, 0, 96+len(msg))
 	b = append(b, `{"errcode":`...)
 	b = append(b, itoa(int64(code))...)

@@ -34,19 +34,30 @@ var keywordTypes = map[string]func(v string, n int, enum []string) bool{
 	"car_number": func(v string, n int, _ []string) bool { return isCarNumber(v, n) },
 	"name":       func(v string, n int, _ []string) bool { return isName(v, n) },
 	"phrase":     func(v string, n int, _ []string) bool { return n <= 5 && all(v, isHan) },
-	"enum": func(v string, n int, enum []string) bool {
-		if enum == nil {
-			// No values registered (rules.yaml does not carry them):
-			// accept what a thing would rather than refuse everything.
-			return n <= 20
+	"enum":       oneOf,
+	// const: an official account's category templates (类目模板): "常量
+	// 20位以内字符，超过无法下发 注:需枚举(需将内容提交平台审核，审核通过可下发)
+	// 只能下发审核通过的字符串和空串" (the 类目模板消息 section of
+	// https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Template_Message_Interface.html,
+	// read through a verbatim copy). Checked like enum: one of the approved
+	// values when the template lists them. The empty string the doc also
+	// allows is refused like every empty value (unconfirmed either way).
+	"const": oneOf,
+}
+
+// oneOf checks an enum or const value: one of the template's values, or,
+// when none were registered (rules.yaml need not carry them), at most 20
+// characters rather than refusing everything.
+func oneOf(v string, n int, enum []string) bool {
+	if enum == nil {
+		return n <= 20
+	}
+	for _, e := range enum {
+		if v == e {
+			return true
 		}
-		for _, e := range enum {
-			if v == e {
-				return true
-			}
-		}
-		return false
-	},
+	}
+	return false
 }
 
 // KeywordType normalizes a keyword type or key to one of §2's types: "thing"
@@ -138,7 +149,18 @@ var timeRe, dateRe = func() (*regexp.Regexp, *regexp.Regexp) {
 // isAmount: "1 currency symbol + up to 10 digits, decimals allowed, may end
 // with 元". The symbol is taken as optional (unconfirmed; "100元" is common)
 // and the 10 digits count those after the point too.
-func isAmount(v string) bool {
+func isAmount(v string) bool { return isAmountN(v, maxAmountDigits) }
+
+// The digits an amount may have: 10 in subscribe messages and subscription
+// notifications; 12 in an official account's template messages: "1个币种
+// 符号+12位以内纯数字，可带小数，结尾可带“元”" (the 类目模板消息 section of
+// Template_Message_Interface.html, through a verbatim copy).
+const (
+	maxAmountDigits         = 10
+	maxTemplateAmountDigits = 12
+)
+
+func isAmountN(v string, digits int) bool {
 	r, size := utf8.DecodeRuneInString(v)
 	if unicode.Is(unicode.Sc, r) {
 		v = v[size:]
@@ -147,7 +169,7 @@ func isAmount(v string) bool {
 	if !numberRe.MatchString(v) {
 		return false
 	}
-	return len(v)-strings.Count(v, ".") <= 10
+	return len(v)-strings.Count(v, ".") <= digits
 }
 
 // isCarNumber: at most 8 characters; the first and the last may be Chinese,
@@ -220,6 +242,38 @@ func keyNumber(k string) int {
 	return n
 }
 
+// validValue is ValidKeyword with the limits of the template's kind.
+func (t *template) validValue(typ, v string, enum []string) bool {
+	if t.Kind == TemplateMessage && KeywordType(typ) == "amount" {
+		return ValidKeyword(typ, v, enum) || validClean(v) && isAmountN(v, maxTemplateAmountDigits)
+	}
+	return ValidKeyword(typ, v, enum)
+}
+
+// validClean: not empty, valid UTF-8, no control characters.
+func validClean(v string) bool {
+	if strings.TrimSpace(v) == "" || !utf8.ValidString(v) {
+		return false
+	}
+	return !strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError })
+}
+
+// refusal is why WeChat refuses a template message's data: the 47003 errmsg
+// names the field and says "is empty" for a keyword left out or blank and
+// "invalid" otherwise, as answers quoted on the community forum show
+// ("argument invalid! data.phrase1.value is empty",
+// "argument invalid! data.thing1.value invalid").
+func (t *template) refusal(data map[string]keywordField) string {
+	field := t.invalidField(data)
+	if field == "" {
+		return ""
+	}
+	if f, ok := data[field]; !ok || f.Value.ok && strings.TrimSpace(f.Value.s) == "" {
+		return "argument invalid! data." + field + ".value is empty"
+	}
+	return "argument invalid! data." + field + ".value invalid"
+}
+
 // invalidField returns the first field of data WeChat would name in a 47003
 // ("data.thing1.value"), or "" when data is acceptable.
 func (t *template) invalidField(data map[string]keywordField) string {
@@ -232,7 +286,7 @@ func (t *template) invalidField(data map[string]keywordField) string {
 		}
 		sort.Slice(keys, func(i, j int) bool { return keyLess(keys[i], keys[j]) })
 		for _, k := range keys {
-			if v := data[k].Value; !v.ok || !ValidKeyword(k, v.s, t.Enums[k]) {
+			if v := data[k].Value; !v.ok || !t.validValue(k, v.s, t.Enums[k]) {
 				return k
 			}
 		}
@@ -243,7 +297,7 @@ func (t *template) invalidField(data map[string]keywordField) string {
 	}
 	for _, kw := range t.keys {
 		f, ok := data[kw.key]
-		if !ok || !f.Value.ok || !ValidKeyword(kw.typ, f.Value.s, kw.enum) {
+		if !ok || !f.Value.ok || !t.validValue(kw.typ, f.Value.s, kw.enum) {
 			return kw.key
 		}
 	}

@@ -183,13 +183,26 @@ const (
 	EventPopup  = "subscribe_msg_popup_event"
 	EventChange = "subscribe_msg_change_event"
 	EventSent   = "subscribe_msg_sent_event"
+
+	// The official account's: following and unfollowing the account, and a
+	// template message's delivery receipt.
+	EventFollow          = "subscribe"
+	EventUnfollow        = "unsubscribe"
+	EventTemplateSendJob = "TEMPLATESENDJOBFINISH"
 )
 
-// Event is a subscribe-message event to push.
+// Event is an event to push.
 type Event struct {
-	Type   string // EventPopup, EventChange or EventSent
+	Type   string // EventPopup, EventChange, EventSent, EventFollow...
 	OpenID string // FromUserName
-	List   []EventEntry
+	// List: the entries of the subscribe-message events.
+	List []EventEntry
+	// EventKey and Ticket of an EventFollow through a QR code:
+	// "qrscene_<scene>" and the code's ticket.
+	EventKey, Ticket string
+	// MsgID and Status of an EventTemplateSendJob: "success",
+	// "failed:user block" or "failed: system failed".
+	MsgID, Status string
 }
 
 // EventEntry is one element of an event's List. Each type uses its own
@@ -475,15 +488,28 @@ func eventMessage(f Format, toUser string, ev Event, createTime int64) []byte {
 	if len(entries) == 1 {
 		list = entries[0]
 	}
+	if len(entries) == 0 && !listed[ev.Type] {
+		list = nil
+	}
+	// The official account's events have no List; their fields are
+	// strings, MsgID too, as in the JSON bodies seen in the wild
+	// ("MsgID":"3487556454020562953","Status":"failed:user block").
 	return marshalJSON(struct {
 		ToUserName   string
 		FromUserName string
 		CreateTime   int64
 		MsgType      string
 		Event        string
-		List         any
-	}{toUser, ev.OpenID, createTime, "event", ev.Type, list})
+		EventKey     string `json:",omitempty"`
+		Ticket       string `json:",omitempty"`
+		MsgID        string `json:",omitempty"`
+		Status       string `json:",omitempty"`
+		List         any    `json:",omitempty"`
+	}{toUser, ev.OpenID, createTime, "event", ev.Type, ev.EventKey, ev.Ticket, ev.MsgID, ev.Status, list})
 }
+
+// listed are the events whose message always has a List.
+var listed = map[string]bool{EventPopup: true, EventChange: true, EventSent: true}
 
 func popupScene(x EventEntry) string {
 	if x.PopupScene == "" {
@@ -506,6 +532,25 @@ func eventXML(toUser string, ev Event, createTime int64) []byte {
 	xmlNumber(&b, "CreateTime", strconv.FormatInt(createTime, 10))
 	xmlText(&b, "MsgType", "event")
 	xmlText(&b, "Event", ev.Type)
+	if !listed[ev.Type] {
+		// As the official account docs print them: EventKey and Ticket
+		// after Event for a follow through a QR code; a bare MsgID and
+		// Status for TEMPLATESENDJOBFINISH.
+		if ev.EventKey != "" {
+			xmlText(&b, "EventKey", ev.EventKey)
+		}
+		if ev.Ticket != "" {
+			xmlText(&b, "Ticket", ev.Ticket)
+		}
+		if ev.MsgID != "" {
+			xmlNumber(&b, "MsgID", ev.MsgID)
+		}
+		if ev.Status != "" {
+			xmlText(&b, "Status", ev.Status)
+		}
+		b.WriteString("</xml>")
+		return b.Bytes()
+	}
 	wrapper := xmlWrapper[ev.Type]
 	if wrapper == "" {
 		wrapper = "List"

@@ -134,6 +134,12 @@ var safeXML = regexp.MustCompile(`^<xml><ToUserName><!\[CDATA\[gh_[0-9a-f]+\]\]>
 // plaintext message.
 func openPush(t *testing.T, r received, mode wechattest.Mode, format wechattest.Format) []byte {
 	t.Helper()
+	return openPushOf(t, r, mode, format, appID)
+}
+
+// openPushOf is openPush for a push of the app appid.
+func openPushOf(t *testing.T, r received, mode wechattest.Mode, format wechattest.Format, appid string) []byte {
+	t.Helper()
 	q := r.query
 	ts, nonce := q.Get("timestamp"), q.Get("nonce")
 	if ts == "" || nonce == "" {
@@ -178,9 +184,9 @@ func openPush(t *testing.T, r received, mode wechattest.Mode, format wechattest.
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, appid, err := wechat.Decrypt(key, encrypt)
-	if err != nil || appid != appID {
-		t.Fatalf("decrypt: %v, appid %q", err, appid)
+	plain, gotAppID, err := wechat.Decrypt(key, encrypt)
+	if err != nil || gotAppID != appid {
+		t.Fatalf("decrypt: %v, appid %q, want %q", err, gotAppID, appid)
 	}
 	switch {
 	case mode == wechattest.Safe && format == wechattest.JSON:

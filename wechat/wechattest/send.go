@@ -63,6 +63,13 @@ func (c *call) send() {
 	if a == nil {
 		return
 	}
+	if a.official {
+		// An official account's token is not a Mini Program's: "不同类型的
+		// 账号的 access_token 是隔离的" (reference §3.1).
+		a.mu.Unlock()
+		c.fail(48001, "api unauthorized")
+		return
+	}
 	if e.quotaExhausted() {
 		a.mu.Unlock()
 		c.fail(45009, "reach max api daily quota limit")
@@ -157,7 +164,7 @@ func (c *call) send() {
 	for k, v := range req.Data {
 		values[k] = v.Value.s
 	}
-	e.record(Sent{AppID: a.appid, MsgID: msgid, ToUser: req.ToUser, TemplateID: t.ID, Page: req.Page,
+	e.record(Sent{AppID: a.appid, Path: PathSend, MsgID: msgid, ToUser: req.ToUser, TemplateID: t.ID, Page: req.Page,
 		State: req.State, Lang: req.Lang, Data: values, At: now})
 	// msgid is a JSON number above 2^53, as WeChat sends it.
 	b := make([]byte, 0, 64)

@@ -27,7 +27,7 @@ func TestSendSuccessAnswersAMsgIDAbove2Pow53AndRecordsTheSend(t *testing.T) {
 	if !ok || len(raw) != 19 || n.Cmp(new(big.Int).Lsh(big.NewInt(1), 53)) <= 0 {
 		t.Fatalf("msgid %s: want a bare 19-digit JSON number above 2^53", raw)
 	}
-	want := wechattest.Sent{AppID: appID, MsgID: raw, ToUser: alice, TemplateID: tplOnce, Page: "pages/order/detail?id=7",
+	want := wechattest.Sent{AppID: appID, Path: wechattest.PathSend, MsgID: raw, ToUser: alice, TemplateID: tplOnce, Page: "pages/order/detail?id=7",
 		State: "formal", Lang: "zh_CN", Data: goodOnce, At: f.clock.Now()}
 	if got := f.emu.Sends(); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 		t.Fatalf("Sends() = %+v\nwant [%+v]", got, want)
@@ -243,6 +243,10 @@ func TestConcurrentSendsToOneUserGet43108(t *testing.T) {
 	// Once the first send is over, alice can be sent to again.
 	if a := f.send(tok, msg(alice, tplOnce, goodOnce)); a.errcode != 0 {
 		t.Fatalf("send after the overlap: %s", a.body)
+	}
+	// The refusal is counted: a benchmark can say how many sends met one.
+	if got := f.emu.Errors(); !reflect.DeepEqual(got, map[int]int{43108: 1}) {
+		t.Errorf("Errors() = %v, want 43108 once", got)
 	}
 }
 

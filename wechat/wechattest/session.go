@@ -19,7 +19,8 @@ type loginCode struct {
 
 // IssueCode is wx.login in the mini program: it returns a code that
 // /sns/jscode2session exchanges once, within five minutes, for openid and
-// unionid ("" leaves unionid out of the answer). openid becomes a user of
+// unionid. unionid "" gives the one AddPerson declared for openid, if any,
+// and otherwise leaves unionid out of the answer. openid becomes a user of
 // the app.
 func (e *Emulator) IssueCode(appid, openid, unionid string) string {
 	a := e.mustApp("IssueCode", appid)
@@ -32,7 +33,9 @@ func (e *Emulator) IssueCode(appid, openid, unionid string) string {
 			delete(a.codes, c)
 		}
 	}
-	a.user(openid, true)
+	if u := a.user(openid, true); unionid == "" {
+		unionid = u.unionid
+	}
 	a.codes[code] = &loginCode{openid: openid, unionid: unionid, expires: now.Add(codeTTL)}
 	return code
 }

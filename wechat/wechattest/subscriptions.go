@@ -32,6 +32,16 @@ type user struct {
 	// 43108 "concurrent send to the same user".
 	busy    bool
 	blocked bool // code2session answers 40226
+	// unionid is the person's id across the apps of the open platform
+	// account (AddPerson), "" if unknown.
+	unionid string
+	// Official accounts: following, since when and through which QR scene;
+	// refusing: the user set 拒收 for the account's messages, so template
+	// messages fail with "failed:user block".
+	following  bool
+	followedAt time.Time
+	followQR   string
+	refusing   bool
 	// code2session calls in the current minute (45011 over 100).
 	codeMinute int64
 	codeCalls  int
@@ -209,7 +219,7 @@ func (e *Emulator) Subscribe(appid, openid string, results map[string]string) ma
 	kinds := map[Kind]bool{}
 	for _, id := range ids {
 		t, ok := a.template(id)
-		if !ok {
+		if !ok || t.Kind == TemplateMessage {
 			a.mu.Unlock()
 			return fail(20001, "No template data return, verify the template id exist")
 		}
@@ -220,6 +230,14 @@ func (e *Emulator) Subscribe(appid, openid string, results map[string]string) ma
 		return fail(20002, "Templates type must be same")
 	}
 	u := a.user(openid, true)
+	// PopupScene: "0" is a Mini Program page; an official account's popups
+	// come from an H5 page ("1") or an article ("2"), and the emulator's
+	// users subscribe from a web page
+	// (https://developers.weixin.qq.com/doc/service/guide/product/subscription_messages/push.html).
+	scene := "0"
+	if a.official {
+		scene = "1"
+	}
 	out := map[string]string{"errMsg": "requestSubscribeMessage:ok"}
 	titles := map[string]bool{}
 	var entries []EventEntry
@@ -246,7 +264,7 @@ func (e *Emulator) Subscribe(appid, openid string, results map[string]string) ma
 		} else {
 			u.accept(t)
 		}
-		entries = append(entries, EventEntry{TemplateID: id, Status: status, PopupScene: "0"})
+		entries = append(entries, EventEntry{TemplateID: id, Status: status, PopupScene: scene})
 	}
 	cb := a.callback
 	a.mu.Unlock()

@@ -7,7 +7,7 @@ var examples = map[string]string{
 	"thing": "广州至北京", "number": "100", "letter": "ABC", "symbol": "*",
 	"character_string": "SN-20261101", "time": "2026年11月1日 09:00", "date": "2026年11月1日",
 	"amount": "￥100", "phone_number": "+86-0766-66888866", "car_number": "粤A8Z888挂",
-	"name": "张三", "phrase": "配送中", "enum": "缺水",
+	"name": "张三", "phrase": "配送中", "enum": "缺水", "const": "已出账",
 }
 
 type templateJSON struct {
@@ -35,6 +35,11 @@ func (c *call) templates() {
 	list := make([]templateJSON, 0, len(a.order))
 	for _, id := range a.order {
 		t := a.templates[id]
+		if t.Kind == TemplateMessage {
+			// Listed by /cgi-bin/template/get_all_private_template, which
+			// the emulator does not serve.
+			continue
+		}
 		tj := templateJSON{PriTmplID: t.ID, Title: t.Title, Type: 2}
 		if t.Kind == LongTerm {
 			tj.Type = 3
