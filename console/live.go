@@ -86,7 +86,7 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request, ss session)
 		return rc.Flush() == nil
 	}
 	item := func(it LiveItem) bool {
-		it.Template, it.ID = c.templateName(it.App, it.TemplateID), it.Key()
+		it.Template, it.ID, it.When = c.templateName(it.App, it.TemplateID), it.Key(), c.when(it.At)
 		data, _ := json.Marshal(it) // strings, numbers and times: cannot fail
 		return send(fmt.Appendf(nil, "event: %s\ndata: %s\n\n", it.Kind, data))
 	}

@@ -234,7 +234,8 @@ type LiveItem struct {
 	InDoubt     bool      `json:"in_doubt,omitempty"`
 	Credits     *int      `json:"credits,omitempty"`
 	Source      string    `json:"source,omitempty"`
-	ID          string    `json:"key"` // Key, filled when sent
+	ID          string    `json:"key"`  // Key, filled when sent
+	When        string    `json:"when"` // At as the pages show it, filled when sent
 }
 
 // Key tells items apart, so that a live page shows each once however

@@ -23,12 +23,8 @@ func (c *Console) parsePages() error {
 		"personURL": func(q string) string { return "/console/person?" + url.Values{"q": {q}}.Encode() },
 		"tmplName":  c.templateName,
 		"status":    statusClass,
-		"plural": func(n int, what string) string {
-			if n == 1 {
-				return "1 " + what
-			}
-			return strconv.Itoa(n) + " " + what + "s"
-		},
+		"span":      span,
+		"plural":    plural,
 	}
 	c.pages = map[string]*template.Template{}
 	base, err := template.New("").Funcs(funcs).ParseFS(webFS, "web/layout.html")
@@ -68,6 +64,41 @@ func (c *Console) ago(t time.Time) string {
 		return strconv.Itoa(int(d.Hours())) + "h ago"
 	}
 	return strconv.Itoa(int(d.Hours()/24)) + "d ago"
+}
+
+// plural counts what: "1 credit", "2 credits".
+func plural(n any, what string) string {
+	var v int64
+	switch n := n.(type) {
+	case int:
+		v = int64(n)
+	case int64:
+		v = n
+	case *int:
+		if n != nil {
+			v = int64(*n)
+		}
+	default:
+		return fmt.Sprint(n) + " " + what + "s"
+	}
+	if v == 1 {
+		return "1 " + what
+	}
+	return strconv.FormatInt(v, 10) + " " + what + "s"
+}
+
+// span writes a window as people say it: "24 hours", "7 days".
+func span(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
+		return strconv.Itoa(int(d/(24*time.Hour))) + " days"
+	case d >= time.Hour && d%time.Hour == 0:
+		if d == time.Hour {
+			return "hour"
+		}
+		return strconv.Itoa(int(d/time.Hour)) + " hours"
+	}
+	return d.String()
 }
 
 // eventKeySep joins a CloudEvents source and id in the key the state

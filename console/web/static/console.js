@@ -52,7 +52,7 @@
     tr.dataset.key = it.key;
     tr.dataset.kind = it.kind;
     tr.dataset.status = it.status;
-    cell(tr, new Date(it.at).toLocaleString());
+    cell(tr, it.when);
     cell(tr, it.kind);
     cell(tr, it.kind === "result" ? it.rule : it.source);
     cell(tr, it.user_id ? link("/console/person?q=" + encodeURIComponent(it.user_id), it.user_id) : it.openid);
@@ -61,7 +61,7 @@
     if (it.kind === "result") {
       cell(tr, (it.reason || "") + (it.errcode ? " (" + it.errcode + ")" : ""));
     } else {
-      cell(tr, it.credits != null ? it.credits + " credits" : "");
+      cell(tr, it.credits == null ? "" : it.credits === 1 ? "1 credit" : it.credits + " credits");
     }
     if (it.event_id) {
       let href = "/console/event?id=" + encodeURIComponent(it.event_id);
