@@ -744,6 +744,8 @@ func (m *Model) PersonResults(userID string, openids ...string) []bridge.Result 
 			out = append(out, m.people.get(personKey("", o))...)
 		}
 	}
+	// Newest first; of two at the same instant, the one read last.
+	slices.Reverse(out)
 	slices.SortStableFunc(out, func(a, b bridge.Result) int { return b.At.Compare(a.At) })
 	return out
 }
