@@ -548,3 +548,119 @@ func TestPagesRender(t *testing.T) {
 		t.Errorf("unknown event: %d", resp.StatusCode)
 	}
 }
+
+// loggedIn is a handler fixture and a session cookie on it.
+func loggedIn(t *testing.T) (*handlerFixture, *http.Cookie) {
+	t.Helper()
+	f := newHandler(t, adminToken, false)
+	resp := f.login(t, adminToken)
+	body(t, resp)
+	return f, sessionCookie(resp)
+}
+
+func (f *handlerFixture) dryRun(t *testing.T, c *http.Cookie, typ, event string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/console/rules", strings.NewReader(url.Values{"type": {typ}, "event": {event}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", f.srv.URL)
+	req.AddCookie(c)
+	resp, err := f.client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body(t, resp)
+}
+
+// The dry run says who would get what, and why not, for each recipient:
+// the same steps as the bridge, with reads only.
+func TestDryRun(t *testing.T) {
+	f, c := loggedIn(t)
+	f.store.bindings = []storage.Binding{{App: "main", UserID: "u-1", OpenID: "o-1"}, {App: "main", UserID: "u-2", OpenID: "o-2"}}
+	f.store.subs = []storage.Subscription{
+		{App: "main", OpenID: "o-1", TemplateID: "TPL_statement_issued", Status: "accept", Kind: "one_time", Credits: 2},
+		{App: "main", OpenID: "o-2", TemplateID: "TPL_statement_issued", Status: "reject", Kind: "one_time"},
+	}
+	f.store.roles = []storage.RoleGrant{
+		{Role: storage.Role{Role: "reconciler", Scope: "buyer:42"}, UserID: "u-2"},
+		{Role: storage.Role{Role: "reconciler", Scope: "buyer:42"}, UserID: "u-3"},
+	}
+	full := `{"statement_id":"S-1","applicant_id":"u-1","buyer_id":"42","buyer_name":"Acme","seller_name":"Supplier","month":"2026-10","created_at":"2026-11-01 09:00"}`
+	for _, tc := range []struct {
+		name, typ, event string
+		code             int
+		want             []string
+	}{
+		{"each recipient's verdict", "statement.issued", full, http.StatusOK, []string{
+			`data-verdict="send" data-user="u-1"`, "spends 1 of 2 credits",
+			`data-verdict="skip" data-user="u-2"`, "rejected",
+			`data-verdict="skip" data-user="u-3"`, "not_bound",
+			`data-key="thing1"><span class="label">Buyer</span><span class="value">Acme</span>`,
+			"pages/statement/detail?id=S-1",
+		}},
+		{"a CloudEvent", "", `{"specversion":"1.0","id":"ce-7","source":"/billing","type":"statement.issued","data":` + full + `}`,
+			http.StatusOK, []string{"<code>ce-7</code>", "<code>/billing</code>", `data-verdict="send" data-user="u-1"`}},
+		{"a keyword the event cannot fill", "statement.issued", `{"statement_id":"S-1","applicant_id":"u-1","buyer_id":"42","seller_name":"S","month":"2026-10","created_at":"2026-11-01 09:00"}`,
+			http.StatusOK, []string{"Would fail for every recipient: invalid_data", `data-verdict="fail" data-user="u-1"`, "(error)"}},
+		{"no rule matches", "order.created", `{}`, http.StatusOK, []string{"No rule matches order.created"}},
+		{"not JSON", "statement.issued", `{nope`, http.StatusUnprocessableEntity, []string{"the event is not JSON"}},
+		{"a payload without a type", "", `{"a":1}`, http.StatusUnprocessableEntity, []string{"say its type"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, b := f.dryRun(t, c, tc.typ, tc.event)
+			if code != tc.code {
+				t.Errorf("status %d, want %d", code, tc.code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(b, w) {
+					t.Errorf("no %q in the page", w)
+				}
+			}
+		})
+	}
+}
+
+// A refused reload is shown with its problems, beside the rules that keep
+// running.
+func TestRulesPageShowsRefusedReload(t *testing.T) {
+	f := newHandler(t, adminToken, false)
+	var rs console.Rules
+	rs.Loaded(loadRules(t), t0)
+	_, err := rules.Parse("rules.yaml", []byte("apps:\n  main:\n    appid: nope\n"), func(string) (string, bool) { return "", false })
+	if err == nil {
+		t.Fatal("a bad rules file parsed")
+	}
+	rs.Refused("rules.yaml", err, t0.Add(time.Minute))
+	c, err := console.New(console.Config{Token: adminToken, Store: f.store, Rules: &rs, Model: f.model, Now: f.clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	f.srv = srv
+	resp := f.login(t, adminToken)
+	body(t, resp)
+	resp = f.get(t, "/console/rules", sessionCookie(resp))
+	b := body(t, resp)
+	if !strings.Contains(b, `id="refused"`) || !strings.Contains(b, "apps.main.appid") || !strings.Contains(b, "statement-to-applicant") {
+		t.Errorf("the rules page does not show the refused reload next to the rules in force:\n%s", b)
+	}
+}
+
+// A unionid several people carry lists them; one person's goes to them.
+func TestPersonByUnionID(t *testing.T) {
+	f, c := loggedIn(t)
+	f.store.bindings = []storage.Binding{
+		{App: "main", UserID: "u-1", OpenID: "o-1", UnionID: "un-shared"},
+		{App: "main", UserID: "u-2", OpenID: "o-2", UnionID: "un-shared"},
+		{App: "main", UserID: "u-3", OpenID: "o-3", UnionID: "un-3"},
+	}
+	resp := f.get(t, "/console/person?q=un-shared", c)
+	b := body(t, resp)
+	if !strings.Contains(b, `id="candidates"`) || !strings.Contains(b, "q=u-1") || !strings.Contains(b, "q=u-2") {
+		t.Errorf("a shared unionid does not list its people:\n%s", b)
+	}
+	resp = f.get(t, "/console/person?q=un-3", c)
+	if b := body(t, resp); !strings.Contains(b, "User <code>u-3</code>") {
+		t.Errorf("unionid un-3 does not find u-3")
+	}
+}

@@ -237,3 +237,30 @@ func TestLiveStreamDropsSlowClient(t *testing.T) {
 	}
 	waitFor(t, "the dropped tail to leave", func() bool { n, _ := w.model.LiveClients(); return n == 0 })
 }
+
+// A tail outlives the route's deadlines, which are for ordinary pages.
+func TestLiveStreamOutlivesRouteDeadline(t *testing.T) {
+	limits := consoleLimits
+	limits.Read, limits.Write = 300*time.Millisecond, 300*time.Millisecond
+	w := newWorldWith(t, limits)
+	w.bind("u-17", "o-alice", "")
+	c, ck := w.session()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.url+"/console/live/events?person=u-17", nil)
+	req.AddCookie(ck)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(time.Second) // past both deadlines of the route
+	w.publish("evt-late", statement("u-17", "S-late"))
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"event_id":"evt-late"`) {
+			return
+		}
+	}
+	t.Fatalf("the tail ended before evt-late: %v", sc.Err())
+}

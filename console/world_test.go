@@ -95,7 +95,16 @@ func (s *tokenSpy) tokens() []string {
 	return slices.Clone(s.seen)
 }
 
+// consoleLimits are the route limits the report asks serve to mount the
+// console with.
+var consoleLimits = httpserve.Limits{MaxBody: 1 << 20, Read: 10 * time.Second, Write: 30 * time.Second}
+
 func newWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldWith(t, consoleLimits)
+}
+
+func newWorldWith(t *testing.T, limits httpserve.Limits) *world {
 	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.DiscardHandler)
@@ -177,8 +186,7 @@ func newWorld(t *testing.T) *world {
 	}
 	mux := http.NewServeMux()
 	srv := httpserve.New(ln, mux, httpserve.Config{})
-	// The limits the report asks serve to mount the console with.
-	mux.Handle("/console/", srv.Route(c, httpserve.Limits{MaxBody: 1 << 20, Read: 10 * time.Second, Write: 30 * time.Second}))
+	mux.Handle("/console/", srv.Route(c, limits))
 	go func() { _ = srv.Serve() }()
 	t.Cleanup(func() { _ = srv.Close() })
 	w.url = "http://" + ln.Addr().String()
