@@ -368,27 +368,23 @@ func (s *pullSubscriber) status(code string, m *nats.Msg) {
 	s.kick()
 }
 
-// Stop stops asking for events and waits, at most until ctx ends, for the
-// requests already out to expire, giving back what they still bring. Events
-// being handled are not affected.
+// Stop asks for no more events: it drops the inbox, and the server, which
+// delivers only to a request whose inbox someone listens on, ends the
+// requests still out. An event already on its way to the inbox when it
+// goes is redelivered after its ack wait (to this bridge's successor or
+// another bridge): late, never lost. Events being handled are not affected,
+// and what this subscriber gives back from now on goes back at once.
 func (s *pullSubscriber) Stop(ctx context.Context) {
 	s.mu.Lock()
 	s.draining = true
+	s.outstanding = 0
+	s.requestsEnd = time.Now()
+	sub := s.sub
 	s.mu.Unlock()
-	for {
-		s.mu.Lock()
-		left := s.outstanding
-		s.mu.Unlock()
-		if left == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.done:
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
+	if sub != nil {
+		_ = sub.Unsubscribe()
+		// Once the server has the unsubscribe, it delivers nothing more.
+		_ = s.cfg.Conn.FlushWithContext(ctx)
 	}
 }
 

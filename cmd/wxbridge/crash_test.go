@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,6 +92,8 @@ type crashRig struct {
 	nc       *nats.Conn
 	// stderr, if set, also receives what the child logs.
 	stderr io.Writer
+	// store is the child's --store ("" for the default).
+	store string
 }
 
 func freeAddr(t *testing.T) string {
@@ -124,7 +127,7 @@ func (r *crashRig) start(failpoints string) {
 	r.t.Helper()
 	args, _ := json.Marshal([]string{"serve", "--rules", filepath.Join(r.dir, "rules.yaml"), "--data", filepath.Join(r.dir, "data"),
 		"--listen", r.httpAddr, "--nats-listen", r.natsAddr, "--wechat-api", r.api,
-		"--ack-wait", "2s", "--shutdown-grace", "2s"})
+		"--ack-wait", "2s", "--shutdown-grace", "2s", "--store", cmp.Or(r.store, "bbolt"), "--lease-ttl", "2s"})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(args), "WXBRIDGE_FAILPOINTS="+failpoints, "WXBRIDGE_LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = io.Discard, testWriter{r.t}
@@ -290,50 +293,53 @@ func TestCrash(t *testing.T) {
 		{"before ack", "before-ack=kill@3", "notice.posted", 1, 1, "sent", false},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newCrashRig(t)
-			r.start("")
-			const n = 6
-			r.users(n, tc.credits)
-			r.stop()
+		for _, store := range []string{"bbolt", "nats"} {
+			t.Run(store+"/"+tc.name, func(t *testing.T) {
+				r := newCrashRig(t)
+				r.store = store
+				r.start("")
+				const n = 6
+				r.users(n, tc.credits)
+				r.stop()
 
-			// One event at a time, so that the 3rd time the failpoint is
-			// reached is while handling the 3rd user's event.
-			r.start(tc.failpoint)
-			var ids []string
-			event := func(i int) {
-				id := fmt.Sprintf("e%d", i)
-				ids = append(ids, id)
-				r.publish(tc.event, id, map[string]any{"user_id": fmt.Sprintf("u%d", i), "text": "t", "ref": id})
-			}
-			for i := 0; i < 2; i++ {
-				event(i)
-				r.outcomes(ids)
-			}
-			event(2)
-			r.waitKilled()
+				// One event at a time, so that the 3rd time the failpoint is
+				// reached is while handling the 3rd user's event.
+				r.start(tc.failpoint)
+				var ids []string
+				event := func(i int) {
+					id := fmt.Sprintf("e%d", i)
+					ids = append(ids, id)
+					r.publish(tc.event, id, map[string]any{"user_id": fmt.Sprintf("u%d", i), "text": "t", "ref": id})
+				}
+				for i := 0; i < 2; i++ {
+					event(i)
+					r.outcomes(ids)
+				}
+				event(2)
+				r.waitKilled()
 
-			r.start("")
-			for i := 3; i < n; i++ {
-				event(i)
-			}
-			got := r.outcomes(ids)
-			sends := r.sendsPerUser()
-			for i := 0; i < n; i++ {
-				res, openid := got[ids[i]], fmt.Sprintf("o%d", i)
-				if i == 2 {
-					if sends[openid] != tc.wantSends || res.Status != tc.wantStatus || res.InDoubt != tc.wantInDoubt {
-						t.Errorf("crashed recipient: %d sends, result %s/%s in_doubt=%v; want %d sends, %s, in_doubt=%v",
-							sends[openid], res.Status, res.Reason, res.InDoubt, tc.wantSends, tc.wantStatus, tc.wantInDoubt)
+				r.start("")
+				for i := 3; i < n; i++ {
+					event(i)
+				}
+				got := r.outcomes(ids)
+				sends := r.sendsPerUser()
+				for i := 0; i < n; i++ {
+					res, openid := got[ids[i]], fmt.Sprintf("o%d", i)
+					if i == 2 {
+						if sends[openid] != tc.wantSends || res.Status != tc.wantStatus || res.InDoubt != tc.wantInDoubt {
+							t.Errorf("crashed recipient: %d sends, result %s/%s in_doubt=%v; want %d sends, %s, in_doubt=%v",
+								sends[openid], res.Status, res.Reason, res.InDoubt, tc.wantSends, tc.wantStatus, tc.wantInDoubt)
+						}
+						continue
 					}
-					continue
+					if sends[openid] != 1 || res.Status != "sent" || res.InDoubt {
+						t.Errorf("user %d: %d sends, result %+v; want exactly one send", i, sends[openid], res)
+					}
 				}
-				if sends[openid] != 1 || res.Status != "sent" || res.InDoubt {
-					t.Errorf("user %d: %d sends, result %+v; want exactly one send", i, sends[openid], res)
-				}
-			}
-			r.stop()
-		})
+				r.stop()
+			})
+		}
 	}
 }
 
@@ -349,54 +355,57 @@ func TestCrashWithQueuedSends(t *testing.T) {
 		{"at most once", "money.moved", "failed"},
 		{"at least once", "notice.posted", "sent"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newCrashRig(t)
-			r.start("")
-			r.users(1, 40) // one user: every send waits for the one before
-			r.stop()
-			// Slow enough that the queue is long when the 3rd send is killed.
-			r.emu.SetFaults(wechattest.Faults{Latency: 100 * time.Millisecond, Paths: []string{wechattest.PathSend}})
-			r.start("after-send=kill@3")
-			const n = 30
-			var ids []string
-			for i := 0; i < n; i++ {
-				id := fmt.Sprintf("q%d", i)
-				ids = append(ids, id)
-				r.publish(tc.event, id, map[string]any{"user_id": "u0", "text": "t", "ref": id})
-			}
-			r.waitKilled()
-			r.emu.SetFaults(wechattest.Faults{})
-			r.start("")
-			got := r.outcomes(ids)
-			inDoubt, sent := 0, 0
-			for _, id := range ids {
-				res := got[id]
-				switch {
-				case res.InDoubt:
-					inDoubt++
-					if res.Status != tc.wantStatus {
-						t.Errorf("%s: the send in flight at the crash ended %s/%s, want %s", id, res.Status, res.Reason, tc.wantStatus)
-					}
-				case res.Status == "sent":
-					sent++
-				default:
-					t.Errorf("%s: %s/%s; a send that was only queued must be tried afresh", id, res.Status, res.Reason)
+		for _, store := range []string{"bbolt", "nats"} {
+			t.Run(store+"/"+tc.name, func(t *testing.T) {
+				r := newCrashRig(t)
+				r.store = store
+				r.start("")
+				r.users(1, 40) // one user: every send waits for the one before
+				r.stop()
+				// Slow enough that the queue is long when the 3rd send is killed.
+				r.emu.SetFaults(wechattest.Faults{Latency: 100 * time.Millisecond, Paths: []string{wechattest.PathSend}})
+				r.start("after-send=kill@3")
+				const n = 30
+				var ids []string
+				for i := 0; i < n; i++ {
+					id := fmt.Sprintf("q%d", i)
+					ids = append(ids, id)
+					r.publish(tc.event, id, map[string]any{"user_id": "u0", "text": "t", "ref": id})
 				}
-			}
-			if inDoubt != 1 || sent != n-1 {
-				t.Errorf("%d in doubt and %d sent cleanly; want 1 in doubt (the request that went out) and %d sent", inDoubt, sent, n-1)
-			}
-			// WeChat saw each event once, the in-doubt one included (its
-			// request did go out before the crash), plus its resend under
-			// at_least_once.
-			want := n
-			if tc.wantStatus == "sent" {
-				want++
-			}
-			if got := r.sendsPerUser()["o0"]; got != want {
-				t.Errorf("WeChat got %d sends, want %d", got, want)
-			}
-			r.stop()
-		})
+				r.waitKilled()
+				r.emu.SetFaults(wechattest.Faults{})
+				r.start("")
+				got := r.outcomes(ids)
+				inDoubt, sent := 0, 0
+				for _, id := range ids {
+					res := got[id]
+					switch {
+					case res.InDoubt:
+						inDoubt++
+						if res.Status != tc.wantStatus {
+							t.Errorf("%s: the send in flight at the crash ended %s/%s, want %s", id, res.Status, res.Reason, tc.wantStatus)
+						}
+					case res.Status == "sent":
+						sent++
+					default:
+						t.Errorf("%s: %s/%s; a send that was only queued must be tried afresh", id, res.Status, res.Reason)
+					}
+				}
+				if inDoubt != 1 || sent != n-1 {
+					t.Errorf("%d in doubt and %d sent cleanly; want 1 in doubt (the request that went out) and %d sent", inDoubt, sent, n-1)
+				}
+				// WeChat saw each event once, the in-doubt one included (its
+				// request did go out before the crash), plus its resend under
+				// at_least_once.
+				want := n
+				if tc.wantStatus == "sent" {
+					want++
+				}
+				if got := r.sendsPerUser()["o0"]; got != want {
+					t.Errorf("WeChat got %d sends, want %d", got, want)
+				}
+				r.stop()
+			})
+		}
 	}
 }

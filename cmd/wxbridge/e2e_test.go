@@ -203,67 +203,69 @@ func readStream(t *testing.T, nc *nats.Conn, subject string, enough func(int) bo
 }
 
 func TestEndToEndSendAndNotBound(t *testing.T) {
-	h := startHarness(t, t.TempDir(), testRules)
-	emu := h.svc.emu
-	const appid, tpl = "wx00000000000000e2", "TPL_statement_issued"
+	backends(t, func(t *testing.T, opt func(*serveConfig)) {
+		h := startHarness(t, t.TempDir(), testRules, opt)
+		emu := h.svc.emu
+		const appid, tpl = "wx00000000000000e2", "TPL_statement_issued"
 
-	var bind bridge.BindReply
-	h.request("wxbridge.cmd.bind", map[string]string{"app": "main", "user_id": "u-17", "openid": "o-alice"}, &bind)
-	if bind.Error != "" || bind.OpenID != "o-alice" {
-		t.Fatalf("bind reply %+v", bind)
-	}
-	// The user accepts the template once: WeChat (the emulator) and the
-	// ledger (through the client report) both learn it.
-	emu.Accept(appid, "o-alice", tpl)
-	var subs bridge.SubscriptionsReply
-	h.request("wxbridge.cmd.subscriptions", map[string]any{"app": "main", "user_id": "u-17", "results": map[string]string{tpl: "accept"}}, &subs)
-	if subs.Error != "" || len(subs.Subscriptions) != 1 || subs.Subscriptions[0].Credits != 1 {
-		t.Fatalf("subscriptions reply %+v", subs)
-	}
-
-	h.publish("statement.issued", "evt-1", map[string]any{"statement_id": "S-1", "applicant_id": "u-17",
-		"buyer_name": "Acme", "seller_name": "Supplier Ltd", "month": "2026-10", "created_at": "2026-11-01 09:00"})
-	h.publish("statement.issued", "evt-2", map[string]any{"statement_id": "S-2", "applicant_id": "u-404",
-		"buyer_name": "Acme", "seller_name": "Supplier Ltd", "month": "2026-10", "created_at": "2026-11-01 09:00"})
-
-	got := h.results(2)
-	if len(got) != 2 {
-		t.Fatalf("want 2 results, got %d: %+v", len(got), got)
-	}
-	byEvent := map[string]bridge.Result{}
-	for _, r := range got {
-		byEvent[r.EventID] = r
-	}
-	sent := byEvent["evt-1"]
-	if sent.Status != "sent" || sent.UserID != "u-17" || sent.OpenID != "o-alice" || sent.MsgID == "" ||
-		sent.Rule != "statement-to-applicant" || sent.TemplateID != tpl || sent.Attempts != 1 || sent.ErrCode != 0 {
-		t.Errorf("result of evt-1: %+v", sent)
-	}
-	skipped := byEvent["evt-2"]
-	if skipped.Status != "skipped" || skipped.Reason != "not_bound" || skipped.UserID != "u-404" {
-		t.Errorf("result of evt-2: %+v", skipped)
-	}
-
-	sends := emu.Sends()
-	if len(sends) != 1 {
-		t.Fatalf("emulator got %d sends, want exactly 1: %+v", len(sends), sends)
-	}
-	s := sends[0]
-	want := map[string]string{"thing1": "Acme", "thing2": "Supplier Ltd", "character_string3": "2026-10", "time4": "2026-11-01 09:00"}
-	if s.ToUser != "o-alice" || s.TemplateID != tpl || s.Page != "pages/statement/detail?id=S-1" || s.State != "formal" || s.Lang != "zh_CN" {
-		t.Errorf("send: %+v", s)
-	}
-	for k, v := range want {
-		if s.Data[k] != v {
-			t.Errorf("send data %s = %q, want %q", k, s.Data[k], v)
+		var bind bridge.BindReply
+		h.request("wxbridge.cmd.bind", map[string]string{"app": "main", "user_id": "u-17", "openid": "o-alice"}, &bind)
+		if bind.Error != "" || bind.OpenID != "o-alice" {
+			t.Fatalf("bind reply %+v", bind)
 		}
-	}
-	if len(s.Data) != len(want) {
-		t.Errorf("send data %v has extra keywords", s.Data)
-	}
-	if s.MsgID != sent.MsgID {
-		t.Errorf("result msgid %s, emulator msgid %s", sent.MsgID, s.MsgID)
-	}
+		// The user accepts the template once: WeChat (the emulator) and the
+		// ledger (through the client report) both learn it.
+		emu.Accept(appid, "o-alice", tpl)
+		var subs bridge.SubscriptionsReply
+		h.request("wxbridge.cmd.subscriptions", map[string]any{"app": "main", "user_id": "u-17", "results": map[string]string{tpl: "accept"}}, &subs)
+		if subs.Error != "" || len(subs.Subscriptions) != 1 || subs.Subscriptions[0].Credits != 1 {
+			t.Fatalf("subscriptions reply %+v", subs)
+		}
+
+		h.publish("statement.issued", "evt-1", map[string]any{"statement_id": "S-1", "applicant_id": "u-17",
+			"buyer_name": "Acme", "seller_name": "Supplier Ltd", "month": "2026-10", "created_at": "2026-11-01 09:00"})
+		h.publish("statement.issued", "evt-2", map[string]any{"statement_id": "S-2", "applicant_id": "u-404",
+			"buyer_name": "Acme", "seller_name": "Supplier Ltd", "month": "2026-10", "created_at": "2026-11-01 09:00"})
+
+		got := h.results(2)
+		if len(got) != 2 {
+			t.Fatalf("want 2 results, got %d: %+v", len(got), got)
+		}
+		byEvent := map[string]bridge.Result{}
+		for _, r := range got {
+			byEvent[r.EventID] = r
+		}
+		sent := byEvent["evt-1"]
+		if sent.Status != "sent" || sent.UserID != "u-17" || sent.OpenID != "o-alice" || sent.MsgID == "" ||
+			sent.Rule != "statement-to-applicant" || sent.TemplateID != tpl || sent.Attempts != 1 || sent.ErrCode != 0 {
+			t.Errorf("result of evt-1: %+v", sent)
+		}
+		skipped := byEvent["evt-2"]
+		if skipped.Status != "skipped" || skipped.Reason != "not_bound" || skipped.UserID != "u-404" {
+			t.Errorf("result of evt-2: %+v", skipped)
+		}
+
+		sends := emu.Sends()
+		if len(sends) != 1 {
+			t.Fatalf("emulator got %d sends, want exactly 1: %+v", len(sends), sends)
+		}
+		s := sends[0]
+		want := map[string]string{"thing1": "Acme", "thing2": "Supplier Ltd", "character_string3": "2026-10", "time4": "2026-11-01 09:00"}
+		if s.ToUser != "o-alice" || s.TemplateID != tpl || s.Page != "pages/statement/detail?id=S-1" || s.State != "formal" || s.Lang != "zh_CN" {
+			t.Errorf("send: %+v", s)
+		}
+		for k, v := range want {
+			if s.Data[k] != v {
+				t.Errorf("send data %s = %q, want %q", k, s.Data[k], v)
+			}
+		}
+		if len(s.Data) != len(want) {
+			t.Errorf("send data %v has extra keywords", s.Data)
+		}
+		if s.MsgID != sent.MsgID {
+			t.Errorf("result msgid %s, emulator msgid %s", sent.MsgID, s.MsgID)
+		}
+	})
 }
 
 // A restarted bridge resumes its durable consumer: events it handled are
@@ -286,5 +288,19 @@ func TestRestartDoesNotReplay(t *testing.T) {
 	got := h.results(2)
 	if len(got) != 2 || got[0].EventID != "evt-r1" || got[1].EventID != "evt-r2" {
 		t.Fatalf("after restart want one result per event, got %+v", got)
+	}
+}
+
+// backends runs fn once per state backend, with the option that selects
+// it: what the bridge promises on one it promises on the other.
+func backends(t *testing.T, fn func(t *testing.T, opt func(*serveConfig))) {
+	for _, store := range []string{"bbolt", "nats"} {
+		t.Run(store, func(t *testing.T) {
+			fn(t, func(c *serveConfig) {
+				c.Store = store
+				// A restart takes over its own records soon.
+				c.KV.LeaseTTL = 2 * time.Second
+			})
+		})
 	}
 }

@@ -219,76 +219,78 @@ func sendsTo(sends []wechattest.Sent, openid string) int {
 // and it is not counted twice; the credit pays for exactly one send; the
 // delivery report becomes a delivered result; an unsubscribe ends it.
 func TestSubscriptionLedgerThroughCallbacks(t *testing.T) {
-	h := flow(t)
-	emu := h.svc.emu
-	h.bind("u1", "o1")
+	backends(t, func(t *testing.T, opt func(*serveConfig)) {
+		h := flow(t, opt)
+		emu := h.svc.emu
+		h.bind("u1", "o1")
 
-	client := emu.Subscribe(flowAppID, "o1", map[string]string{tplNotice: "accept"})
-	h.subscription("o1", tplNotice, func(s storage.Subscription) bool { return s.Credits == 1 })
-	// The mini program's backend forwards what requestSubscribeMessage
-	// returned: the same accept, heard on the second channel.
-	delete(client, "errMsg")
-	var subs bridge.SubscriptionsReply
-	h.request("wxbridge.cmd.subscriptions", bridge.SubscriptionsRequest{App: "main", UserID: "u1", Results: client}, &subs)
-	if subs.Error != "" || len(subs.Subscriptions) != 1 || subs.Subscriptions[0].Credits != 1 {
-		t.Fatalf("client report of the same accept: %+v", subs)
-	}
-
-	h.publish("notice.posted", "n-1", map[string]any{"user_id": "u1", "text": "hello", "ref": "A1"})
-	h.publish("notice.posted", "n-2", map[string]any{"user_id": "u1", "text": "again", "ref": "A2"})
-	got := readResults(t, h.nc, 3) // two outcomes and one delivery receipt
-	// Events are handled concurrently: either may take the one credit.
-	first, second := resultsByUser(got, "n-1")["u1"], resultsByUser(got, "n-2")["u1"]
-	if second.Status == "sent" {
-		first, second = second, first
-	}
-	if first.Status != "sent" {
-		t.Fatalf("neither event was sent: %+v, %+v", first, second)
-	}
-	if second.Status != "skipped" || second.Reason != "not_subscribed" {
-		t.Fatalf("the other event, no credit left: %+v", second)
-	}
-	if n := len(emu.Sends()); n != 1 {
-		t.Fatalf("WeChat got %d sends; the ledger should have stopped the second", n)
-	}
-	var delivered *bridge.Result
-	for i, r := range got {
-		if r.Status == "delivered" {
-			delivered = &got[i]
+		client := emu.Subscribe(flowAppID, "o1", map[string]string{tplNotice: "accept"})
+		h.subscription("o1", tplNotice, func(s storage.Subscription) bool { return s.Credits == 1 })
+		// The mini program's backend forwards what requestSubscribeMessage
+		// returned: the same accept, heard on the second channel.
+		delete(client, "errMsg")
+		var subs bridge.SubscriptionsReply
+		h.request("wxbridge.cmd.subscriptions", bridge.SubscriptionsRequest{App: "main", UserID: "u1", Results: client}, &subs)
+		if subs.Error != "" || len(subs.Subscriptions) != 1 || subs.Subscriptions[0].Credits != 1 {
+			t.Fatalf("client report of the same accept: %+v", subs)
 		}
-	}
-	if delivered == nil || delivered.MsgID != first.MsgID || delivered.EventID != first.EventID || delivered.UserID != "u1" {
-		t.Fatalf("delivery receipt: %+v (sent msgid %s)", delivered, first.MsgID)
-	}
 
-	// The user sets 拒收 in the service notifications: the change push
-	// rejects the template, and even a new accept on the client side is
-	// needed before anything is sent again.
-	nextSecond() // a popup in the same second as the first would share its dedupe key
-	emu.Subscribe(flowAppID, "o1", map[string]string{tplNotice: "accept"})
-	h.subscription("o1", tplNotice, func(s storage.Subscription) bool { return s.Credits == 1 })
-	emu.Unsubscribe(flowAppID, "o1", tplNotice)
-	h.subscription("o1", tplNotice, func(s storage.Subscription) bool { return s.Status == storage.StatusReject && s.Credits == 0 })
-	h.publish("notice.posted", "n-3", map[string]any{"user_id": "u1", "text": "x", "ref": "A3"})
-	if r := resultsByUser(readResults(t, h.nc, 4), "n-3")["u1"]; r.Status != "skipped" || r.Reason != "rejected" {
-		t.Fatalf("after unsubscribe: %+v", r)
-	}
+		h.publish("notice.posted", "n-1", map[string]any{"user_id": "u1", "text": "hello", "ref": "A1"})
+		h.publish("notice.posted", "n-2", map[string]any{"user_id": "u1", "text": "again", "ref": "A2"})
+		got := readResults(t, h.nc, 3) // two outcomes and one delivery receipt
+		// Events are handled concurrently: either may take the one credit.
+		first, second := resultsByUser(got, "n-1")["u1"], resultsByUser(got, "n-2")["u1"]
+		if second.Status == "sent" {
+			first, second = second, first
+		}
+		if first.Status != "sent" {
+			t.Fatalf("neither event was sent: %+v, %+v", first, second)
+		}
+		if second.Status != "skipped" || second.Reason != "not_subscribed" {
+			t.Fatalf("the other event, no credit left: %+v", second)
+		}
+		if n := len(emu.Sends()); n != 1 {
+			t.Fatalf("WeChat got %d sends; the ledger should have stopped the second", n)
+		}
+		var delivered *bridge.Result
+		for i, r := range got {
+			if r.Status == "delivered" {
+				delivered = &got[i]
+			}
+		}
+		if delivered == nil || delivered.MsgID != first.MsgID || delivered.EventID != first.EventID || delivered.UserID != "u1" {
+			t.Fatalf("delivery receipt: %+v (sent msgid %s)", delivered, first.MsgID)
+		}
 
-	// Every ledger change was announced.
-	var changes []bridge.SubscriptionChange
-	readStream(t, h.nc, "wxbridge.subscriptions.main", func(n int) bool { return n >= 4 }, func(m jetstream.Msg) {
-		var c bridge.SubscriptionChange
-		_ = json.Unmarshal(m.Data(), &c)
-		changes = append(changes, c)
-	}, func() { changes = changes[:0] })
-	var trail []string
-	for _, c := range changes {
-		trail = append(trail, fmt.Sprintf("%s:%s:%d", c.Source, c.Status, c.Credits))
-	}
-	want := "popup:accept:1 send:accept:0 popup:accept:1 change:reject:0"
-	if got := strings.Join(trail, " "); !strings.HasPrefix(got, want) {
-		t.Fatalf("announced changes %q, want %q", got, want)
-	}
+		// The user sets 拒收 in the service notifications: the change push
+		// rejects the template, and even a new accept on the client side is
+		// needed before anything is sent again.
+		nextSecond() // a popup in the same second as the first would share its dedupe key
+		emu.Subscribe(flowAppID, "o1", map[string]string{tplNotice: "accept"})
+		h.subscription("o1", tplNotice, func(s storage.Subscription) bool { return s.Credits == 1 })
+		emu.Unsubscribe(flowAppID, "o1", tplNotice)
+		h.subscription("o1", tplNotice, func(s storage.Subscription) bool { return s.Status == storage.StatusReject && s.Credits == 0 })
+		h.publish("notice.posted", "n-3", map[string]any{"user_id": "u1", "text": "x", "ref": "A3"})
+		if r := resultsByUser(readResults(t, h.nc, 4), "n-3")["u1"]; r.Status != "skipped" || r.Reason != "rejected" {
+			t.Fatalf("after unsubscribe: %+v", r)
+		}
+
+		// Every ledger change was announced.
+		var changes []bridge.SubscriptionChange
+		readStream(t, h.nc, "wxbridge.subscriptions.main", func(n int) bool { return n >= 4 }, func(m jetstream.Msg) {
+			var c bridge.SubscriptionChange
+			_ = json.Unmarshal(m.Data(), &c)
+			changes = append(changes, c)
+		}, func() { changes = changes[:0] })
+		var trail []string
+		for _, c := range changes {
+			trail = append(trail, fmt.Sprintf("%s:%s:%d", c.Source, c.Status, c.Credits))
+		}
+		want := "popup:accept:1 send:accept:0 popup:accept:1 change:reject:0"
+		if got := strings.Join(trail, " "); !strings.HasPrefix(got, want) {
+			t.Fatalf("announced changes %q, want %q", got, want)
+		}
+	})
 }
 
 // A request that is not WeChat changes nothing: a forged signature is
@@ -490,42 +492,44 @@ func TestAdminAPI(t *testing.T) {
 // A republished event (same identity) sends nothing new; its results say
 // duplicate.
 func TestRepublishedEventIsDuplicate(t *testing.T) {
-	h := flow(t)
-	h.bind("u1", "o1")
-	h.grant("u1", "o1", tplNotice, 2)
-	// A CloudEvent is known by its source and id. Published again after
-	// the stream's dedupe window would have let it through (or with no
-	// Nats-Msg-Id at all, on another subject), it is the same event.
-	js, _ := jetstream.New(h.nc)
-	ce := `{"specversion":"1.0","id":"dup-1","type":"notice.posted","source":"test","data":{"user_id":"u1","text":"once","ref":"D"}}`
-	if _, err := js.Publish(context.Background(), "events.notice.posted", []byte(ce)); err != nil {
-		t.Fatal(err)
-	}
-	if r := h.outcomesFor("dup-1")["dup-1"]; r.Status != "sent" || r.EventSource != "test" {
-		t.Fatalf("first: %+v", r)
-	}
-	if _, err := js.Publish(context.Background(), "events.anything", []byte(ce)); err != nil {
-		t.Fatal(err)
-	}
-	var dup bridge.Result
-	h.waitResults(func(rs []bridge.Result) bool {
-		for _, r := range rs {
-			if r.Reason == "duplicate" {
-				dup = r
-				return true
-			}
+	backends(t, func(t *testing.T, opt func(*serveConfig)) {
+		h := flow(t, opt)
+		h.bind("u1", "o1")
+		h.grant("u1", "o1", tplNotice, 2)
+		// A CloudEvent is known by its source and id. Published again after
+		// the stream's dedupe window would have let it through (or with no
+		// Nats-Msg-Id at all, on another subject), it is the same event.
+		js, _ := jetstream.New(h.nc)
+		ce := `{"specversion":"1.0","id":"dup-1","type":"notice.posted","source":"test","data":{"user_id":"u1","text":"once","ref":"D"}}`
+		if _, err := js.Publish(context.Background(), "events.notice.posted", []byte(ce)); err != nil {
+			t.Fatal(err)
 		}
-		return false
+		if r := h.outcomesFor("dup-1")["dup-1"]; r.Status != "sent" || r.EventSource != "test" {
+			t.Fatalf("first: %+v", r)
+		}
+		if _, err := js.Publish(context.Background(), "events.anything", []byte(ce)); err != nil {
+			t.Fatal(err)
+		}
+		var dup bridge.Result
+		h.waitResults(func(rs []bridge.Result) bool {
+			for _, r := range rs {
+				if r.Reason == "duplicate" {
+					dup = r
+					return true
+				}
+			}
+			return false
+		})
+		if dup.Status != "skipped" || dup.EventID != "dup-1" || dup.UserID != "u1" {
+			t.Fatalf("republished: %+v", dup)
+		}
+		if n := len(h.svc.emu.Sends()); n != 1 {
+			t.Fatalf("WeChat got %d sends for one event id", n)
+		}
+		if s, _, _ := h.svc.store.Subscription(context.Background(), "main", "o1", tplNotice); s.Credits != 1 {
+			t.Fatalf("the duplicate spent a credit: %+v", s)
+		}
 	})
-	if dup.Status != "skipped" || dup.EventID != "dup-1" || dup.UserID != "u1" {
-		t.Fatalf("republished: %+v", dup)
-	}
-	if n := len(h.svc.emu.Sends()); n != 1 {
-		t.Fatalf("WeChat got %d sends for one event id", n)
-	}
-	if s, _, _ := h.svc.store.Subscription(context.Background(), "main", "o1", tplNotice); s.Credits != 1 {
-		t.Fatalf("the duplicate spent a credit: %+v", s)
-	}
 }
 
 // Input that can never be processed goes to wxbridge.dead with its reason,
@@ -582,43 +586,45 @@ func TestDeadLettersAndTheFlowGoesOn(t *testing.T) {
 // dropped connection leaves the bridge unable to know whether WeChat acted,
 // so those results say in_doubt; the emulator's record shows no duplicate.
 func TestWeChatFaultsEndExactlyOnce(t *testing.T) {
-	h := flow(t, func(c *serveConfig) {
-		c.Bridge.MaxAttempts = 30
-		c.Bridge.RetryBase, c.Bridge.RetryMax = 20*time.Millisecond, 100*time.Millisecond
-		// No short WeChatTimeout: none of these faults hangs, and on a
-		// loaded machine a short one times out sends WeChat accepted, whose
-		// retries then meet 43101 (one credit each) and fail.
+	backends(t, func(t *testing.T, opt func(*serveConfig)) {
+		h := flow(t, opt, func(c *serveConfig) {
+			c.Bridge.MaxAttempts = 30
+			c.Bridge.RetryBase, c.Bridge.RetryMax = 20*time.Millisecond, 100*time.Millisecond
+			// No short WeChatTimeout: none of these faults hangs, and on a
+			// loaded machine a short one times out sends WeChat accepted, whose
+			// retries then meet 43101 (one credit each) and fail.
+		})
+		emu := h.svc.emu
+		const users = 30
+		var ids []string
+		for i := 0; i < users; i++ {
+			h.bind(fmt.Sprintf("u%02d", i), fmt.Sprintf("o%02d", i))
+			h.grant(fmt.Sprintf("u%02d", i), fmt.Sprintf("o%02d", i), tplNotice, 1)
+			ids = append(ids, fmt.Sprintf("f-%02d", i))
+		}
+		emu.SetFaults(wechattest.Faults{SystemErrorRate: 0.15, HTTP500Rate: 0.1, DropRate: 0.05,
+			InvalidateTokenEvery: 7, Paths: []string{wechattest.PathSend}, Seed: 42})
+		for i := 0; i < users; i++ {
+			h.publish("notice.posted", ids[i], map[string]any{"user_id": fmt.Sprintf("u%02d", i), "text": "t", "ref": "F"})
+		}
+		got := h.outcomesFor(ids...)
+		retried := 0
+		for i, id := range ids {
+			r := got[id]
+			if r.Status != "sent" || (r.InDoubt && r.Attempts == 1) {
+				t.Errorf("event %s: %+v", id, r)
+			}
+			if r.Attempts > 1 {
+				retried++
+			}
+			if n := sendsTo(emu.Sends(), fmt.Sprintf("o%02d", i)); n != 1 {
+				t.Errorf("o%02d got %d messages, want exactly 1", i, n)
+			}
+		}
+		if retried == 0 {
+			t.Fatalf("no recipient needed a retry: the faults proved nothing (%v)", emu.Calls())
+		}
 	})
-	emu := h.svc.emu
-	const users = 30
-	var ids []string
-	for i := 0; i < users; i++ {
-		h.bind(fmt.Sprintf("u%02d", i), fmt.Sprintf("o%02d", i))
-		h.grant(fmt.Sprintf("u%02d", i), fmt.Sprintf("o%02d", i), tplNotice, 1)
-		ids = append(ids, fmt.Sprintf("f-%02d", i))
-	}
-	emu.SetFaults(wechattest.Faults{SystemErrorRate: 0.15, HTTP500Rate: 0.1, DropRate: 0.05,
-		InvalidateTokenEvery: 7, Paths: []string{wechattest.PathSend}, Seed: 42})
-	for i := 0; i < users; i++ {
-		h.publish("notice.posted", ids[i], map[string]any{"user_id": fmt.Sprintf("u%02d", i), "text": "t", "ref": "F"})
-	}
-	got := h.outcomesFor(ids...)
-	retried := 0
-	for i, id := range ids {
-		r := got[id]
-		if r.Status != "sent" || (r.InDoubt && r.Attempts == 1) {
-			t.Errorf("event %s: %+v", id, r)
-		}
-		if r.Attempts > 1 {
-			retried++
-		}
-		if n := sendsTo(emu.Sends(), fmt.Sprintf("o%02d", i)); n != 1 {
-			t.Errorf("o%02d got %d messages, want exactly 1", i, n)
-		}
-	}
-	if retried == 0 {
-		t.Fatalf("no recipient needed a retry: the faults proved nothing (%v)", emu.Calls())
-	}
 }
 
 // When WeChat carries a send out but the reply is lost, the bridge cannot
@@ -626,25 +632,27 @@ func TestWeChatFaultsEndExactlyOnce(t *testing.T) {
 // meets 43101 because the lost attempt spent the only credit, so the user
 // got exactly one message and the result admits the doubt.
 func TestLostReplyIsInDoubt(t *testing.T) {
-	h := flow(t, func(c *serveConfig) {
-		c.Bridge.RetryBase, c.Bridge.RetryMax = 20*time.Millisecond, 50*time.Millisecond
+	backends(t, func(t *testing.T, opt func(*serveConfig)) {
+		h := flow(t, opt, func(c *serveConfig) {
+			c.Bridge.RetryBase, c.Bridge.RetryMax = 20*time.Millisecond, 50*time.Millisecond
+		})
+		h.bind("u1", "o1")
+		h.grant("u1", "o1", tplNotice, 1)
+		h.svc.emu.SetFaults(wechattest.Faults{LostReplyRate: 1, Paths: []string{wechattest.PathSend}})
+		h.publish("notice.posted", "lost-1", map[string]any{"user_id": "u1", "text": "t", "ref": "L"})
+		deadline := time.Now().Add(waitLimit)
+		for len(h.svc.emu.Sends()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		h.svc.emu.SetFaults(wechattest.Faults{})
+		r := h.outcomesFor("lost-1")["lost-1"]
+		if !r.InDoubt || r.Attempts < 2 {
+			t.Fatalf("a send whose reply was lost: %+v", r)
+		}
+		if n := len(h.svc.emu.Sends()); n != 1 {
+			t.Fatalf("the user got %d messages", n)
+		}
 	})
-	h.bind("u1", "o1")
-	h.grant("u1", "o1", tplNotice, 1)
-	h.svc.emu.SetFaults(wechattest.Faults{LostReplyRate: 1, Paths: []string{wechattest.PathSend}})
-	h.publish("notice.posted", "lost-1", map[string]any{"user_id": "u1", "text": "t", "ref": "L"})
-	deadline := time.Now().Add(waitLimit)
-	for len(h.svc.emu.Sends()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	h.svc.emu.SetFaults(wechattest.Faults{})
-	r := h.outcomesFor("lost-1")["lost-1"]
-	if !r.InDoubt || r.Attempts < 2 {
-		t.Fatalf("a send whose reply was lost: %+v", r)
-	}
-	if n := len(h.svc.emu.Sends()); n != 1 {
-		t.Fatalf("the user got %d messages", n)
-	}
 }
 
 // Quiet hours defer a send to the end of the window; the deferred work is

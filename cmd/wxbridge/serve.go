@@ -28,6 +28,7 @@ import (
 	"github.com/wxbridge/wxbridge/internal/httpserve"
 	"github.com/wxbridge/wxbridge/rules"
 	"github.com/wxbridge/wxbridge/storage"
+	"github.com/wxbridge/wxbridge/storage/natskv"
 	"github.com/wxbridge/wxbridge/wechat"
 	"github.com/wxbridge/wxbridge/wechat/wechattest"
 )
@@ -36,6 +37,10 @@ import (
 type serveConfig struct {
 	RulesPath  string
 	NATSURL    string // "" starts an embedded server
+	// Store is the state backend: bbolt (the default) or nats.
+	Store string
+	// KV configures the nats store.
+	KV natskv.Options
 	NATSAuth   natsAuth
 	NATSListen string // client address of the embedded server ("" = in-process only)
 	DataDir    string
@@ -70,6 +75,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.StringVar(&cfg.RulesPath, "rules", envOr("WXBRIDGE_RULES", "rules.yaml"), "rules file (env WXBRIDGE_RULES)")
 	f.StringVar(&cfg.NATSURL, "nats", envOr("WXBRIDGE_NATS_URL", ""), "NATS server URL(s), comma-separated; empty starts an embedded server (env WXBRIDGE_NATS_URL)")
 	cfg.NATSAuth.register(f)
+	f.StringVar(&cfg.Store, "store", envOr("WXBRIDGE_STORE", "bbolt"), "where the state lives: bbolt (DATA/wxbridge.db, one bridge) or nats (a JetStream KV bucket several bridges share) (env WXBRIDGE_STORE)")
+	f.StringVar(&cfg.KV.Bucket, "kv-bucket", envOr("WXBRIDGE_KV_BUCKET", "wxbridge"), "KV bucket of --store nats (env WXBRIDGE_KV_BUCKET)")
+	replicas := f.integer("replicas", "WXBRIDGE_REPLICAS", 1, "replicas of the streams and the KV bucket wxbridge creates: 3 on a cluster")
+	leaseTTL := f.duration("lease-ttl", "WXBRIDGE_LEASE_TTL", 10*time.Second, "--store nats: how long a bridge that stopped renewing its lease is still taken for alive")
 	f.StringVar(&cfg.NATSListen, "nats-listen", envOr("WXBRIDGE_NATS_LISTEN", "127.0.0.1:4222"), "client address of the embedded NATS server; empty for in-process only (env WXBRIDGE_NATS_LISTEN)")
 	f.StringVar(&cfg.DataDir, "data", envOr("WXBRIDGE_DATA", "./data"), "data directory: bbolt file and embedded NATS store (env WXBRIDGE_DATA)")
 	f.StringVar(&cfg.Listen, "listen", envOr("WXBRIDGE_LISTEN", "127.0.0.1:8080"), "HTTP address: callbacks, health, metrics, admin (env WXBRIDGE_LISTEN)")
@@ -100,13 +109,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.MaxConns = *maxConns
 	cfg.Emulator = *emu
+	if cfg.Store != "bbolt" && cfg.Store != "nats" {
+		return usagef("--store %q: want bbolt or nats", cfg.Store)
+	}
+	cfg.KV.Replicas, cfg.KV.LeaseTTL = *replicas, *leaseTTL
 	cfg.WeChatTimeout = *wxTimeout
 	cfg.AdminToken = os.Getenv("WXBRIDGE_ADMIN_TOKEN")
 	cfg.CommitLinger = *linger
 	cfg.ReloadEvery = 2 * time.Second
 	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait,
 		ShutdownGrace: *grace, AppRate: *rate, MaxRecipients: *recipients, MaxDeliver: *maxDeliver, MaxAckPending: *maxAckPending,
-		StallAfter: *stallAfter}
+		StallAfter: *stallAfter, Replicas: *replicas}
 
 	tuneGC()
 	tp, exporting, err := newTracerProvider(ctx)
@@ -145,8 +158,21 @@ func tuneGC() {
 }
 
 // openState opens the state backend cfg names.
-func openState(_ context.Context, cfg serveConfig, _ *nats.Conn) (stateStore, error) {
-	db, err := storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: bridge.LedgerHook(cfg.Bridge.Prefix),
+func openState(ctx context.Context, cfg serveConfig, nc *nats.Conn, log *slog.Logger) (stateStore, error) {
+	hook := bridge.LedgerHook(cfg.Bridge.Prefix)
+	if cfg.Store == "nats" {
+		o := cfg.KV
+		o.LedgerHook, o.Now, o.Logger = hook, cfg.Bridge.Now, log.With("component", "kv")
+		if cfg.Bridge.Retention.Sends > 0 {
+			o.Retention = cfg.Bridge.Retention
+		}
+		st, err := natskv.Open(ctx, nc, o)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	db, err := storage.Open(filepath.Join(cfg.DataDir, "wxbridge.db"), storage.Options{LedgerHook: hook,
 		Linger: cfg.CommitLinger, Now: cfg.Bridge.Now})
 	if err != nil {
 		return nil, err
@@ -164,7 +190,10 @@ type stateStore interface {
 	Close() error
 }
 
-var _ stateStore = (*storage.DB)(nil)
+var (
+	_ stateStore = (*storage.DB)(nil)
+	_ stateStore = (*natskv.Store)(nil)
+)
 
 // service is a running wxbridge: the composition root of `serve`.
 type service struct {
@@ -236,7 +265,7 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
-	if s.store, err = openState(ctx, cfg, s.nc); err != nil {
+	if s.store, err = openState(ctx, cfg, s.nc, log); err != nil {
 		return nil, err
 	}
 	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.store, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat")}); err != nil {
