@@ -145,6 +145,14 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 	}()
 
 	duplicate := func() (string, error) {
+		if raw.delivered > 1 {
+			// This very message again (its ack was lost, or the bridge that
+			// had it died after the outcomes were recorded): they were
+			// published then. Only a new message with the same identity (a
+			// republication) is told it is a duplicate.
+			log.Debug("redelivery of an event already handled")
+			return "done", nil
+		}
 		return "duplicate", b.reportDuplicates(ctx, ev, strconv.FormatUint(raw.streamSeq, 10)+"."+strconv.FormatUint(raw.delivered, 10))
 	}
 	mctx, endMatch := b.span(ctx, "wxbridge.match")
