@@ -35,12 +35,12 @@ import (
 
 // serveConfig is everything `serve` is configured with.
 type serveConfig struct {
-	RulesPath  string
-	NATSURL    string // "" starts an embedded server
+	RulesPath string
+	NATSURL   string // "" starts an embedded server
 	// Store is the state backend: bbolt (the default) or nats.
 	Store string
 	// KV configures the nats store.
-	KV natskv.Options
+	KV         natskv.Options
 	NATSAuth   natsAuth
 	NATSListen string // client address of the embedded server ("" = in-process only)
 	DataDir    string
