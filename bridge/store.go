@@ -55,6 +55,14 @@ type directory interface {
 	Binding(ctx context.Context, app, userID string) (storage.Binding, bool, error)
 	UpdateRoles(ctx context.Context, userID string, grant, revoke []storage.Role) error
 	RoleMembers(ctx context.Context, role, scope string) ([]storage.RoleGrant, error)
+	// BindingsByUnionID is one person's accounts across apps.
+	BindingsByUnionID(ctx context.Context, unionid string) ([]storage.Binding, error)
+	// An official account's followers: a person's openid there is found
+	// by their unionid; pushes (ApplyPush) and the user-info API
+	// (SaveFollowers) keep them.
+	SaveFollowers(ctx context.Context, chs ...storage.FollowChange) error
+	Follower(ctx context.Context, app, openid string) (storage.Follower, bool, error)
+	FollowerByUnionID(ctx context.Context, app, unionid string) (storage.Follower, bool, error)
 }
 
 // ledgerStore applies what users and WeChat say about subscriptions.

@@ -48,8 +48,22 @@ func (db *DB) Bind(ctx context.Context, b Binding) (moved *Binding, err error) {
 		}
 		d := DecideBind(b, cur, hasUser, owner, prev)
 		moved = d.Moved
+		unions := tx.Bucket(bucketUnionIDs)
 		if d.Moved != nil {
 			if err := bindings.Delete(key(d.Moved.UserID, b.App)); err != nil {
+				return err
+			}
+			if err := unions.Delete(key("b", d.Moved.UnionID, b.App, d.Moved.UserID)); err != nil {
+				return err
+			}
+		}
+		if hasUser && cur.UnionID != b.UnionID {
+			if err := unions.Delete(key("b", cur.UnionID, b.App, b.UserID)); err != nil {
+				return err
+			}
+		}
+		if b.UnionID != "" {
+			if err := unions.Put(key("b", b.UnionID, b.App, b.UserID), key(b.UserID, b.App)); err != nil {
 				return err
 			}
 		}
@@ -81,6 +95,9 @@ func (db *DB) Unbind(ctx context.Context, app, userID string) (bool, error) {
 			return err
 		}
 		if err := tx.Bucket(bucketOpenIDs).Delete(key(app, cur.OpenID)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketUnionIDs).Delete(key("b", cur.UnionID, app, userID)); err != nil {
 			return err
 		}
 		return bindings.Delete(key(userID, app))

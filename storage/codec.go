@@ -213,6 +213,7 @@ func (s *Subscription) encode(e *encoder) {
 		e.str(m.Source)
 		e.time(m.At)
 	}
+	e.str(s.UnionID)
 }
 
 func (s *Subscription) decode(d *decoder) {
@@ -231,6 +232,7 @@ func (s *Subscription) decode(d *decoder) {
 	for i := 0; i < n; i++ {
 		s.Unpaired = append(s.Unpaired, AcceptMark{Source: d.str(), At: d.time()})
 	}
+	s.UnionID = d.str()
 }
 
 func (b *Binding) encode(e *encoder) {

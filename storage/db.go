@@ -43,11 +43,13 @@ var (
 	bucketDedupe    = []byte("dedupe")   // rule dedupe key -> reserved at
 	bucketCaps      = []byte("caps")     // cap key \x00 time \x00 send key
 	bucketPushTime  = []byte("pushes_by_time")
-	bucketOrphans   = []byte("orphans") // msgid -> delivery report that came before its send record
+	bucketOrphans   = []byte("orphans")   // msgid -> delivery report that came before its send record
+	bucketFollowers = []byte("followers") // official account \x00 openid -> Follower
+	bucketUnionIDs  = []byte("unionids")  // "f" \x00 account \x00 unionid -> openid; "b" \x00 unionid \x00 app \x00 user -> binding key
 
 	allBuckets = [][]byte{bucketMeta, bucketBindings, bucketOpenIDs, bucketTokens, bucketSends, bucketSendsTime,
 		bucketMsgIDs, bucketEvents, bucketOutbox, bucketLedger, bucketRoles, bucketUserRoles, bucketCallbacks, bucketSchedule,
-		bucketDedupe, bucketCaps, bucketPushTime, bucketOrphans}
+		bucketDedupe, bucketCaps, bucketPushTime, bucketOrphans, bucketFollowers, bucketUnionIDs}
 
 	keySchema    = []byte("schema_version")
 	keyLegacyIDs = []byte("legacy_ids_before")

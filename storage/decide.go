@@ -71,6 +71,11 @@ func DecideReserve(st ReserveState, req ReserveRequest, now time.Time, alive Ali
 	case !st.Found:
 		rec = req.Record
 		rec.CreatedAt = now
+	case !rec.InDoubt && !rec.CreditTaken:
+		// A retry that holds nothing (its failure gave the credit back, and
+		// WeChat certainly did not take it) may go by another channel: the
+		// one the request names.
+		rec.App, rec.TemplateID, rec.OpenID = req.Record.App, req.Record.TemplateID, req.Record.OpenID
 	}
 	// A new record, or one whose last attempt failed transiently (or that
 	// waited in the schedule): decide on what was read, write only once

@@ -42,9 +42,11 @@ const ReconcileWindow = 10 * time.Minute
 // within that window pairs with it instead of adding a credit. Accepts from
 // the same channel never pair: a user who accepts twice gets two credits.
 type Subscription struct {
-	App        string    `json:"app"`
-	OpenID     string    `json:"openid"`
-	UserID     string    `json:"user_id,omitempty"`
+	App    string `json:"app"`
+	OpenID string `json:"openid"`
+	UserID string `json:"user_id,omitempty"`
+	// UnionID is set on a follower's announcement (see FollowerChange).
+	UnionID    string    `json:"unionid,omitempty"`
 	TemplateID string    `json:"template_id"`
 	Status     string    `json:"status"`
 	Kind       string    `json:"kind"`

@@ -23,6 +23,8 @@ type PushChanges struct {
 	DedupeKey     string
 	Subscriptions []SubscriptionChange
 	Deliveries    []Delivery
+	// Follows are official-account follows and unfollows.
+	Follows []FollowChange
 	// Announce builds the messages that publish a delivery result.
 	Announce func(SendRecord) []OutboxMessage
 }
@@ -32,6 +34,7 @@ type PushResult struct {
 	// Duplicate: the push was applied before (a WeChat retry).
 	Duplicate     bool
 	Subscriptions []Subscription // after the change
+	Follows       []Follower     // after the change
 	Deliveries    []SendRecord   // sends whose delivery was recorded
 	// UnknownMsgIDs are delivery reports for msgids no send record has yet.
 	// They are kept for a while (Retention.Pushes): the report may have
@@ -58,6 +61,11 @@ func (db *DB) ApplyPush(ctx context.Context, p PushChanges) (PushResult, error) 
 			return PushResult{}, fmt.Errorf("apply push %s: %w", p.DedupeKey, err)
 		}
 	}
+	for _, ch := range p.Follows {
+		if err := validFollow(ch); err != nil {
+			return PushResult{}, fmt.Errorf("apply push %s: %w", p.DedupeKey, err)
+		}
+	}
 	var res PushResult
 	err := db.update(ctx, func(tx *bolt.Tx) error {
 		res = PushResult{}
@@ -80,6 +88,13 @@ func (db *DB) ApplyPush(ctx context.Context, p PushChanges) (PushResult, error) 
 				return err
 			}
 			res.Subscriptions = append(res.Subscriptions, s)
+		}
+		for _, ch := range p.Follows {
+			f, err := db.followTx(tx, ch, now)
+			if err != nil {
+				return err
+			}
+			res.Follows = append(res.Follows, f)
 		}
 		for _, d := range p.Deliveries {
 			rec, ok, err := db.recordDeliveryTx(tx, d, p.Announce)

@@ -42,6 +42,11 @@ type Store interface {
 
 	Lookup(ctx context.Context, l storage.Lookup) (storage.Found, error)
 
+	SaveFollowers(ctx context.Context, chs ...storage.FollowChange) error
+	Follower(ctx context.Context, app, openid string) (storage.Follower, bool, error)
+	FollowerByUnionID(ctx context.Context, app, unionid string) (storage.Follower, bool, error)
+	BindingsByUnionID(ctx context.Context, unionid string) ([]storage.Binding, error)
+
 	Defer(ctx context.Context, rec storage.SendRecord, due time.Time, payload []byte) (bool, error)
 	WaitDue(ctx context.Context, max int, wait time.Duration) ([]storage.Deferred, error)
 	Settle(ctx context.Context, d storage.Deferred, next time.Time) error
@@ -140,6 +145,9 @@ func Run(t *testing.T, b Backend) {
 		{"PushAppliedOnce", testPushOnce},
 		{"DeliveryBeforeItsSend", testDeliveryBeforeSend},
 		{"Lookup", testLookup},
+		{"Followers", testFollowers},
+		{"BindingsByUnionID", testBindingsByUnionID},
+		{"RetryMayChangeChannel", testRetryChannel},
 		{"Schedule", testSchedule},
 		{"Outbox", testOutbox},
 		{"Tokens", testTokens},
@@ -855,5 +863,114 @@ func testConcurrentCredits(t *testing.T, open Opener) {
 	}
 	if reserved+left != accepts {
 		t.Fatalf("%d sends reserved + %d credits left != %d accepts", reserved, left, accepts)
+	}
+}
+
+// An official account's followers: pushes and the user-info API keep them,
+// the unionid finds a person's openid in the account, and every change is
+// announced like a ledger change.
+func testFollowers(t *testing.T, open Opener) {
+	c := NewClock()
+	var mu sync.Mutex
+	var seen []storage.Subscription
+	s := open(t, c, func(sub storage.Subscription) []storage.OutboxMessage {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, sub)
+		return nil
+	})
+	const oa = "oa"
+	// A follow push knows no unionid; the user-info API tells it.
+	r := must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "f1",
+		Follows: []storage.FollowChange{{App: oa, OpenID: "oa-1", Following: true, Source: storage.SourceFollowPush, At: c.Now()}}}))
+	if len(r.Follows) != 1 || !r.Follows[0].Following {
+		t.Fatalf("follow push: %+v", r)
+	}
+	if _, ok, _ := s.FollowerByUnionID(ctx, oa, "un-1"); ok {
+		t.Fatal("found by a unionid nobody told")
+	}
+	check(t, s.SaveFollowers(ctx, storage.FollowChange{App: oa, OpenID: "oa-1", UnionID: "un-1", Following: true, Source: storage.SourceUserInfo},
+		storage.FollowChange{App: oa, OpenID: "oa-2", UnionID: "un-2", Following: true, Source: storage.SourceUserInfo}))
+	f, ok, err := s.FollowerByUnionID(ctx, oa, "un-1")
+	if err != nil || !ok || f.OpenID != "oa-1" || !f.Following {
+		t.Fatalf("by unionid: %+v %v %v", f, ok, err)
+	}
+	// An unfollow push keeps the unionid.
+	must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "f2",
+		Follows: []storage.FollowChange{{App: oa, OpenID: "oa-1", Following: false, Source: storage.SourceFollowPush, At: c.Now()}}}))
+	if f, _, _ := s.FollowerByUnionID(ctx, oa, "un-1"); f.Following || f.UnionID != "un-1" {
+		t.Fatalf("after unfollow: %+v", f)
+	}
+	if again := must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: "f2",
+		Follows: []storage.FollowChange{{App: oa, OpenID: "oa-1", Following: true, Source: storage.SourceFollowPush}}})); !again.Duplicate {
+		t.Fatal("a retried push applied again")
+	}
+	if f, _, _ := s.Follower(ctx, oa, "oa-1"); f.Following {
+		t.Fatalf("a retried push changed the follower: %+v", f)
+	}
+	// Saying again what is known changes (and announces) nothing.
+	check(t, s.SaveFollowers(ctx, storage.FollowChange{App: oa, OpenID: "oa-2", UnionID: "un-2", Following: true, Source: storage.SourceUserInfo}))
+	mu.Lock()
+	defer mu.Unlock()
+	var got []string
+	for _, a := range seen {
+		if a.Kind != storage.KindFollow {
+			t.Fatalf("announced as %q: %+v", a.Kind, a)
+		}
+		got = append(got, a.OpenID+"/"+a.Status+"/"+a.UnionID)
+	}
+	if fmt.Sprint(got) != "[oa-1/following/ oa-1/following/un-1 oa-2/following/un-2 oa-1/unfollowed/un-1]" {
+		t.Fatalf("announcements %v", got)
+	}
+}
+
+// One person's accounts are found by their unionid, and only while the
+// bindings carry it.
+func testBindingsByUnionID(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u1", OpenID: "o1", UnionID: "un"}))
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: "other", UserID: "u1", OpenID: "p1", UnionID: "un"}))
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u2", OpenID: "o2", UnionID: "un2"}))
+	if bs := must[[]storage.Binding](t)(s.BindingsByUnionID(ctx, "un")); len(bs) != 2 {
+		t.Fatalf("by unionid: %+v", bs)
+	}
+	// The openid moves to u3, who has no unionid: un keeps one binding.
+	must[*storage.Binding](t)(s.Bind(ctx, storage.Binding{App: app, UserID: "u3", OpenID: "o1"}))
+	if bs := must[[]storage.Binding](t)(s.BindingsByUnionID(ctx, "un")); len(bs) != 1 || bs[0].App != "other" {
+		t.Fatalf("after the move: %+v", bs)
+	}
+	must[bool](t)(s.Unbind(ctx, "other", "u1"))
+	if bs := must[[]storage.Binding](t)(s.BindingsByUnionID(ctx, "un")); len(bs) != 0 {
+		t.Fatalf("after unbind: %+v", bs)
+	}
+}
+
+// A send whose last attempt failed cleanly (credit given back, WeChat
+// certainly did not take it) may go by another channel; one that may have
+// gone out stays on its own.
+func testRetryChannel(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourceClient, c.Now())))
+	req := reserveReq("e1", "own", true)
+	rec := must[storage.ReserveResult](t)(s.Reserve(ctx, req)).Record
+	rec.State = storage.StateRetry
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.RefundCredit, nil)))
+	other := reserveReq("e1", "own", false)
+	other.Record.App, other.Record.TemplateID, other.Record.OpenID = "oa", "TPL-OA", "oa-1"
+	r := must[storage.ReserveResult](t)(s.Reserve(ctx, other))
+	if r.Outcome != storage.Reserved || r.Record.App != "oa" || r.Record.TemplateID != "TPL-OA" || r.Record.OpenID != "oa-1" {
+		t.Fatalf("clean retry by another channel: %+v", r)
+	}
+	if n := credits(t, s); n != 1 {
+		t.Fatalf("credits %d: the first channel's credit was given back", n)
+	}
+	// This attempt's answer was lost: it may have gone out; the next
+	// attempt stays on its channel.
+	rec = r.Record
+	rec.State, rec.InDoubt = storage.StateRetry, true
+	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.KeepCredit, nil)))
+	if again := must[storage.ReserveResult](t)(s.Reserve(ctx, req)); again.Record.App != "oa" || again.Record.TemplateID != "TPL-OA" {
+		t.Fatalf("a send that may have gone out changed channel: %+v", again)
 	}
 }
