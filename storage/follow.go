@@ -73,7 +73,8 @@ func FollowerChange(f Follower) Subscription {
 	return Subscription{App: f.App, OpenID: f.OpenID, UnionID: f.UnionID, Status: status, Kind: KindFollow, Source: f.Source, UpdatedAt: f.UpdatedAt}
 }
 
-func validFollow(ch FollowChange) error {
+// ValidFollow reports a change that can never be applied (ErrInvalid).
+func ValidFollow(ch FollowChange) error {
 	if ch.App == "" || ch.OpenID == "" {
 		return fmt.Errorf("%w: a follower needs app and openid", ErrInvalid)
 	}
@@ -84,7 +85,7 @@ func validFollow(ch FollowChange) error {
 // of followers, and announces what changed.
 func (db *DB) SaveFollowers(ctx context.Context, chs ...FollowChange) error {
 	for _, ch := range chs {
-		if err := validFollow(ch); err != nil {
+		if err := ValidFollow(ch); err != nil {
 			return fmt.Errorf("save followers: %w", err)
 		}
 	}

@@ -62,7 +62,7 @@ func (db *DB) ApplyPush(ctx context.Context, p PushChanges) (PushResult, error) 
 		}
 	}
 	for _, ch := range p.Follows {
-		if err := validFollow(ch); err != nil {
+		if err := ValidFollow(ch); err != nil {
 			return PushResult{}, fmt.Errorf("apply push %s: %w", p.DedupeKey, err)
 		}
 	}
