@@ -108,10 +108,16 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 	err := s.update(ctx, st, func() (*writes, error) {
 		written = nil
 		for revalidated := false; ; revalidated = true {
+			// The ledger entry is the one of the channel the decision goes
+			// by: the stored record's, or the request's for a retry that may
+			// change channel. Which one is the decision's to say: it is
+			// given the request's (which a lookup read) first, and decided
+			// again on the other's if it went by that.
+			ch := req.Record
 			if !revalidated {
-				s.assumeCached(st, s.reserveSubjects(req, req.Record)...)
+				s.assumeCached(st, s.reserveSubjects(req, ch)...)
 			}
-			if err := st.need(ctx, s.reserveSubjects(req, req.Record)...); err != nil {
+			if err := st.need(ctx, s.reserveSubjects(req, ch)...); err != nil {
 				return nil, err
 			}
 			var rs storage.ReserveState
@@ -119,24 +125,18 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 			if rs.Found, err = decodeRecord(st.get(recSubj), &rs.Record); err != nil {
 				return nil, err
 			}
-			rec := req.Record
-			if rs.Found {
-				rec = rs.Record
-			}
-			more := s.reserveSubjects(req, rec)
 			if rs.Found && rs.Record.State == storage.StatePending && rs.Record.Owner != req.Owner {
-				more = append(more, s.n.lease(rs.Record.Owner))
-			}
-			if err := st.need(ctx, more...); err != nil {
-				return nil, err
-			}
-			now := s.now()
-			if req.CheckCredit {
-				rs.Sub = subscriptionOf(rec.App, rec.OpenID, rec.TemplateID)
-				if _, err := decodeSub(st.get(s.n.sub(rec.App, rec.OpenID, rec.TemplateID)), &rs.Sub); err != nil {
+				// Read with the lease, in the same get: a pending record
+				// keeps its channel.
+				more := []string{s.n.lease(rs.Record.Owner)}
+				if req.CheckCredit && !sameChannel(rs.Record, ch) {
+					more = append(more, s.reserveSubjects(req, rs.Record)...)
+				}
+				if err := st.need(ctx, more...); err != nil {
 					return nil, err
 				}
 			}
+			now := s.now()
 			var marks capList
 			if req.DedupeKey != "" {
 				rs.DedupeAt = decodeTime(st.get(s.n.dedupe(req.DedupeKey)))
@@ -146,7 +146,32 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 				rs.CapCount = len(marks.marks)
 			}
 			alive := func(owner string) bool { return st.get(s.n.lease(owner)).present }
-			d := storage.DecideReserve(rs, req, now, alive)
+			var d storage.ReserveDecision
+			for tries := 0; ; tries++ {
+				if req.CheckCredit {
+					rs.Sub = subscriptionOf(ch.App, ch.OpenID, ch.TemplateID)
+					if _, err := decodeSub(st.get(s.n.sub(ch.App, ch.OpenID, ch.TemplateID)), &rs.Sub); err != nil {
+						return nil, err
+					}
+				}
+				d = storage.DecideReserve(rs, req, now, alive)
+				if !req.CheckCredit || sameChannel(d.Result.Record, ch) {
+					break
+				}
+				if tries == 1 {
+					// The channel is the record's or the request's, never
+					// the ledger entry's: a decision that moves twice is a bug.
+					return nil, fmt.Errorf("reservation goes by %s/%s, then by %s/%s", clip(ch.App), clip(ch.TemplateID),
+						clip(d.Result.Record.App), clip(d.Result.Record.TemplateID))
+				}
+				ch = d.Result.Record
+				if !revalidated {
+					s.assumeCached(st, s.reserveSubjects(req, ch)...)
+				}
+				if err := st.need(ctx, s.reserveSubjects(req, ch)...); err != nil {
+					return nil, err
+				}
+			}
 			res = d.Result
 			if !d.Write {
 				if st.usedAssumptions() && !revalidated && res.Outcome != storage.AlreadyFinal {
@@ -157,7 +182,7 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 				}
 				return nil, nil
 			}
-			rec = res.Record
+			rec := res.Record
 			w := newWrites("r")
 			if d.MarkCap {
 				rec.CapMark = capMark(req.CapKey, now, rec.Key)
@@ -205,6 +230,11 @@ func (s *Store) reserveSubjects(req storage.ReserveRequest, rec storage.SendReco
 		out = append(out, s.n.capKey(req.CapKey))
 	}
 	return out
+}
+
+// sameChannel reports whether a and b go to one recipient by one template.
+func sameChannel(a, b storage.SendRecord) bool {
+	return a.App == b.App && a.OpenID == b.OpenID && a.TemplateID == b.TemplateID
 }
 
 // assumeCached takes this store's last known entry of each subject not
