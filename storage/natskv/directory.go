@@ -11,10 +11,12 @@ import (
 	"github.com/wxbridge/wxbridge/storage"
 )
 
-// Bind stores b, and its openid index entry, in one batch: the binding
-// and index entries it replaces are removed in the same batch, each write
-// conditional on the revision it was decided on, so that a user's binding
-// and its openid's index entry always agree.
+// Bind stores b, and its openid and unionid index entries, in one batch:
+// the binding and index entries it replaces are removed in the same
+// batch, each binding and openid write conditional on the revision it was
+// decided on, so that a user's binding and its index entries always agree.
+// A unionid index entry is only ever written beside its binding's
+// conditional write, which orders them: it needs no revision of its own.
 func (s *Store) Bind(ctx context.Context, b storage.Binding) (*storage.Binding, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -62,6 +64,17 @@ func (s *Store) Bind(ctx context.Context, b storage.Binding) (*storage.Binding, 
 		if d.Moved != nil {
 			subj := s.n.binding(d.Moved.UserID, b.App)
 			w.del(subj, s.opts.MarkerTTL, true, st.get(subj).rev)
+			if d.Moved.UnionID != "" {
+				w.del(s.n.bindingUnion(d.Moved.UnionID, b.App, d.Moved.UserID), s.opts.MarkerTTL, false, 0)
+			}
+		}
+		if hasUser && cur.UnionID != "" && cur.UnionID != b.UnionID {
+			w.del(s.n.bindingUnion(cur.UnionID, b.App, b.UserID), s.opts.MarkerTTL, false, 0)
+		}
+		if b.UnionID != "" {
+			// Written again on every bind: a binding saved before the index
+			// existed gets its entry.
+			w.put(s.n.bindingUnion(b.UnionID, b.App, b.UserID), []byte(s.n.key(userSubj)), 0)
 		}
 		if d.DropOpenID != "" {
 			// Only the index entry that still names this user.
@@ -109,6 +122,9 @@ func (s *Store) Unbind(ctx context.Context, app, userID string) (bool, error) {
 		w.del(userSubj, s.opts.MarkerTTL, true, st.get(userSubj).rev)
 		if e := st.get(oidSubj); e.present && string(e.val) == userID {
 			w.del(oidSubj, s.opts.MarkerTTL, true, e.rev)
+		}
+		if cur.UnionID != "" {
+			w.del(s.n.bindingUnion(cur.UnionID, app, userID), s.opts.MarkerTTL, false, 0)
 		}
 		return w, nil
 	})
@@ -169,6 +185,50 @@ func (s *Store) Bindings(ctx context.Context, userID string) ([]storage.Binding,
 		}
 	}
 	slices.SortFunc(out, func(a, b storage.Binding) int { return strings.Compare(a.App, b.App) })
+	return out, nil
+}
+
+// BindingsByUnionID lists the bindings, in every app, that carry unionid
+// (one person's accounts), by app and user: the index entries name them,
+// one more get reads them, and only those that still carry it count.
+func (s *Store) BindingsByUnionID(ctx context.Context, unionid string) ([]storage.Binding, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if unionid == "" {
+		return nil, nil
+	}
+	idx, err := s.list(ctx, s.n.bindingsUnion(unionid))
+	if err != nil {
+		return nil, fmt.Errorf("list bindings of unionid %s: %w", clip(unionid), err)
+	}
+	var subjects []string
+	for _, e := range idx {
+		if e.present {
+			subjects = append(subjects, s.n.kv+string(e.val))
+		}
+	}
+	if len(subjects) == 0 {
+		return nil, nil
+	}
+	got, err := s.read(ctx, subjects...)
+	if err != nil {
+		return nil, fmt.Errorf("read bindings of unionid %s: %w", clip(unionid), err)
+	}
+	var out []storage.Binding
+	for _, e := range got {
+		var b storage.Binding
+		found, err := decodeBinding(e, &b)
+		if err != nil {
+			return nil, fmt.Errorf("read bindings of unionid %s: %w", clip(unionid), err)
+		}
+		if found && b.UnionID == unionid {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(a, b storage.Binding) int {
+		return cmp.Or(strings.Compare(a.App, b.App), strings.Compare(a.UserID, b.UserID))
+	})
 	return out, nil
 }
 

@@ -5,7 +5,8 @@
 // and saves.
 //
 // Layout: KV keys under $KV.<bucket>. (send records, events, bindings,
-// the ledger, roles, marks, tokens, leases), every id part base64url, and
+// the ledger, official-account followers, unionid indexes, roles, marks,
+// tokens, leases), every id part base64url, and
 // two subject spaces in the same stream: the outbox (<prefix>.outbox.>)
 // and the quiet-hours schedule (<prefix>.sched.> and .due.>).
 //

@@ -88,6 +88,24 @@ func (n names) subs(app, openid string) string {
 func (n names) role(role, scope string) string {
 	return n.kv + "role." + token(role) + "." + token(scope)
 }
+func (n names) follower(app, openid string) string {
+	return n.kv + "follower." + token(app) + "." + token(openid)
+}
+
+// followerUnion is the index entry naming the openid of unionid in the
+// official account app.
+func (n names) followerUnion(app, unionid string) string {
+	return n.kv + "uid.follower." + token(app) + "." + token(unionid)
+}
+
+// bindingUnion is the index entry of user's binding in app that carries
+// unionid; bindingsUnion matches every binding that carries it.
+func (n names) bindingUnion(unionid, app, user string) string {
+	return n.kv + "uid.bind." + token(unionid) + "." + token(app) + "." + token(user)
+}
+func (n names) bindingsUnion(unionid string) string {
+	return n.kv + "uid.bind." + token(unionid) + ".>"
+}
 func (n names) userRoles(user string) string  { return n.kv + "uroles." + token(user) }
 func (n names) push(key string) string        { return n.kv + "push." + tokens(key) }
 func (n names) dedupe(key string) string      { return n.kv + "dedupe." + tokens(key) }

@@ -128,7 +128,8 @@ func decodeOrphan(e entry) (storage.Delivery, bool) {
 }
 
 // ApplyPush applies a push exactly once: its dedupe key (which must not
-// exist yet), the ledger changes and their announcements, the delivery
+// exist yet), the ledger changes and their announcements, the follows (see
+// follow.go) and their announcements, the delivery
 // results and their announcements, and the reports for sends not
 // recorded yet (each conditional on its msgid having no index entry), in
 // one atomic batch.
@@ -144,6 +145,11 @@ func (s *Store) ApplyPush(ctx context.Context, p storage.PushChanges) (storage.P
 			return storage.PushResult{}, fmt.Errorf("apply push %s: %w", clip(p.DedupeKey), err)
 		}
 	}
+	for _, ch := range p.Follows {
+		if err := storage.ValidFollow(ch); err != nil {
+			return storage.PushResult{}, fmt.Errorf("apply push %s: %w", clip(p.DedupeKey), err)
+		}
+	}
 	pushSubj := s.n.push(p.DedupeKey)
 	st := s.newState()
 	var res storage.PushResult
@@ -153,6 +159,7 @@ func (s *Store) ApplyPush(ctx context.Context, p storage.PushChanges) (storage.P
 		for _, ch := range p.Subscriptions {
 			first = append(first, s.n.sub(ch.App, ch.OpenID, ch.TemplateID), s.n.openid(ch.App, ch.OpenID))
 		}
+		first = append(first, s.followSubjects(p.Follows)...)
 		for _, d := range p.Deliveries {
 			first = append(first, s.n.msgid(d.MsgID))
 		}
@@ -200,6 +207,11 @@ func (s *Store) ApplyPush(ctx context.Context, p storage.PushChanges) (storage.P
 				return nil, err
 			}
 		}
+		follows, err := s.applyFollows(ctx, w, st, p.Follows, now)
+		if err != nil {
+			return nil, err
+		}
+		res.Follows = follows
 
 		recs := map[string]storage.SendRecord{}
 		var changed []string
