@@ -118,8 +118,10 @@ func (db *DB) followTx(tx *bolt.Tx, ch FollowChange, now time.Time) (Follower, e
 		return next, nil
 	}
 	idx := tx.Bucket(bucketUnionIDs)
-	if found && cur.UnionID != "" && cur.UnionID != next.UnionID {
-		if err := idx.Delete(key("f", ch.App, cur.UnionID)); err != nil {
+	// The old entry goes only if it still names this follower: another
+	// openid may have claimed the unionid since.
+	if old := key("f", ch.App, cur.UnionID); found && cur.UnionID != "" && cur.UnionID != next.UnionID && string(idx.Get(old)) == ch.OpenID {
+		if err := idx.Delete(old); err != nil {
 			return Follower{}, err
 		}
 	}

@@ -166,18 +166,26 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 		if req.CapKey != "" {
 			st.CapCount = countCap(tx.Bucket(bucketCaps), req.CapKey, now.Add(-req.CapPer))
 		}
-		if req.CheckCredit {
-			rec := req.Record
-			if st.Found {
-				rec = st.Record
+		// One process per database: a pending record of another incarnation
+		// was left by one that died. The ledger entry is the one of the
+		// channel the decision goes by: the request's first (a clean retry
+		// may take it), the record's if the decision keeps that.
+		var d ReserveDecision
+		for ch := req.Record; ; ch = d.Result.Record {
+			if req.CheckCredit {
+				if st.Sub, _, err = db.loadSubscription(tx, ch.App, ch.OpenID, ch.TemplateID); err != nil {
+					return err
+				}
 			}
-			if st.Sub, _, err = db.loadSubscription(tx, rec.App, rec.OpenID, rec.TemplateID); err != nil {
-				return err
+			d = DecideReserve(st, req, now, nil)
+			if !req.CheckCredit || SameChannel(d.Result.Record, ch) {
+				break
+			}
+			if !SameChannel(ch, req.Record) {
+				return fmt.Errorf("reservation goes by %s/%s, then by %s/%s", printable([]byte(ch.App)), printable([]byte(ch.TemplateID)),
+					printable([]byte(d.Result.Record.App)), printable([]byte(d.Result.Record.TemplateID)))
 			}
 		}
-		// One process per database: a pending record of another incarnation
-		// was left by one that died.
-		d := DecideReserve(st, req, now, nil)
 		res = d.Result
 		if !d.Write {
 			return nil
@@ -212,6 +220,11 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (ReserveResult, e
 		return ReserveResult{}, fmt.Errorf("reserve send %s: %w", printable([]byte(req.Record.Key)), err)
 	}
 	return res, nil
+}
+
+// SameChannel reports whether a and b go to one recipient by one template.
+func SameChannel(a, b SendRecord) bool {
+	return a.App == b.App && a.OpenID == b.OpenID && a.TemplateID == b.TemplateID
 }
 
 // countCap counts the cap entries of capKey made since since.

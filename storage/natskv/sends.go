@@ -129,7 +129,7 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 				// Read with the lease, in the same get: a pending record
 				// keeps its channel.
 				more := []string{s.n.lease(rs.Record.Owner)}
-				if req.CheckCredit && !sameChannel(rs.Record, ch) {
+				if req.CheckCredit && !storage.SameChannel(rs.Record, ch) {
 					more = append(more, s.reserveSubjects(req, rs.Record)...)
 				}
 				if err := st.need(ctx, more...); err != nil {
@@ -155,7 +155,7 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 					}
 				}
 				d = storage.DecideReserve(rs, req, now, alive)
-				if !req.CheckCredit || sameChannel(d.Result.Record, ch) {
+				if !req.CheckCredit || storage.SameChannel(d.Result.Record, ch) {
 					break
 				}
 				if tries == 1 {
@@ -230,11 +230,6 @@ func (s *Store) reserveSubjects(req storage.ReserveRequest, rec storage.SendReco
 		out = append(out, s.n.capKey(req.CapKey))
 	}
 	return out
-}
-
-// sameChannel reports whether a and b go to one recipient by one template.
-func sameChannel(a, b storage.SendRecord) bool {
-	return a.App == b.App && a.OpenID == b.OpenID && a.TemplateID == b.TemplateID
 }
 
 // assumeCached takes this store's last known entry of each subject not

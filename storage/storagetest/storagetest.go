@@ -148,6 +148,7 @@ func Run(t *testing.T, b Backend) {
 		{"Followers", testFollowers},
 		{"BindingsByUnionID", testBindingsByUnionID},
 		{"RetryMayChangeChannel", testRetryChannel},
+		{"FollowerUnionIDClaimed", testFollowerUnionIDClaimed},
 		{"Schedule", testSchedule},
 		{"Outbox", testOutbox},
 		{"Tokens", testTokens},
@@ -924,6 +925,25 @@ func testFollowers(t *testing.T, open Opener) {
 	}
 }
 
+// A unionid another openid has claimed stays that one's when the first
+// follower moves on to another unionid.
+func testFollowerUnionIDClaimed(t *testing.T, open Opener) {
+	s := open(t, NewClock(), nil)
+	const oa = "oa"
+	save := func(openid, unionid string) {
+		t.Helper()
+		check(t, s.SaveFollowers(ctx, storage.FollowChange{App: oa, OpenID: openid, UnionID: unionid, Following: true, Source: storage.SourceUserInfo}))
+	}
+	save("oa-1", "un-1")
+	save("oa-2", "un-1")
+	save("oa-1", "un-9")
+	for unionid, openid := range map[string]string{"un-1": "oa-2", "un-9": "oa-1"} {
+		if f, ok, err := s.FollowerByUnionID(ctx, oa, unionid); err != nil || !ok || f.OpenID != openid {
+			t.Fatalf("%s: %+v %v %v, want %s", unionid, f, ok, err, openid)
+		}
+	}
+}
+
 // One person's accounts are found by their unionid, and only while the
 // bindings carry it.
 func testBindingsByUnionID(t *testing.T, open Opener) {
@@ -956,6 +976,19 @@ func testRetryChannel(t *testing.T, open Opener) {
 	rec := must[storage.ReserveResult](t)(s.Reserve(ctx, req)).Record
 	rec.State = storage.StateRetry
 	must[storage.SendRecord](t)(first(s.Complete(ctx, rec, storage.RefundCredit, nil)))
+	// With no credit on the other channel, the retry gets none there: the
+	// refunded credit belongs to the first channel, and no entry is made up.
+	paid := reserveReq("e1", "own", true)
+	paid.Record.App, paid.Record.TemplateID, paid.Record.OpenID = "oa", "TPL-OA", "oa-1"
+	if r := must[storage.ReserveResult](t)(s.Reserve(ctx, paid)); r.Outcome != storage.NoCredit {
+		t.Fatalf("retry by a channel with no credit: %+v", r)
+	}
+	if _, ok, err := s.Subscription(ctx, "oa", "oa-1", "TPL-OA"); ok || err != nil {
+		t.Fatalf("a ledger entry was made for the other channel (%v)", err)
+	}
+	if n := credits(t, s); n != 1 {
+		t.Fatalf("credits %d after a retry by another channel found none", n)
+	}
 	other := reserveReq("e1", "own", false)
 	other.Record.App, other.Record.TemplateID, other.Record.OpenID = "oa", "TPL-OA", "oa-1"
 	r := must[storage.ReserveResult](t)(s.Reserve(ctx, other))
