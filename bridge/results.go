@@ -239,6 +239,7 @@ type SubscriptionChange struct {
 	App        string    `json:"app"`
 	OpenID     string    `json:"openid"`
 	UserID     string    `json:"user_id"`
+	UnionID    string    `json:"unionid,omitempty"`
 	TemplateID string    `json:"template_id"`
 	Status     string    `json:"status"`
 	Kind       string    `json:"kind"`
@@ -248,7 +249,7 @@ type SubscriptionChange struct {
 }
 
 func subscriptionChange(s storage.Subscription) SubscriptionChange {
-	return SubscriptionChange{App: s.App, OpenID: s.OpenID, UserID: s.UserID, TemplateID: s.TemplateID, Status: s.Status,
+	return SubscriptionChange{App: s.App, OpenID: s.OpenID, UserID: s.UserID, UnionID: s.UnionID, TemplateID: s.TemplateID, Status: s.Status,
 		Kind: s.Kind, Credits: s.Credits, Source: s.Source, At: s.UpdatedAt}
 }
 
