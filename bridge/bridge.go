@@ -27,6 +27,12 @@ type WeChat interface {
 	// Ready waits for a usable access token of app (see wechat.Client.Ready).
 	Ready(ctx context.Context, app string) error
 	Send(ctx context.Context, app string, m wechat.Message) (msgid string, err error)
+	// An official account's template messages and subscription
+	// notifications, and what it knows of its followers.
+	SendTemplate(ctx context.Context, app string, m wechat.TemplateMessage) (msgid string, err error)
+	SendBizSubscribe(ctx context.Context, app string, m wechat.BizMessage) (msgid string, err error)
+	Followers(ctx context.Context, app, next string) (wechat.FollowerPage, error)
+	UserInfoBatch(ctx context.Context, app string, openids []string) ([]wechat.UserInfo, error)
 	Code2Session(ctx context.Context, app, code string) (wechat.Session, error)
 }
 
@@ -65,6 +71,11 @@ type Config struct {
 	// MaxDeliver is how often the server delivers an event before it gives
 	// up on it; the bridge then dead-letters it.
 	MaxDeliver int
+	// FollowerListEvery is how often at most an official account's
+	// follower list is walked to find people who followed before wxbridge
+	// heard of it; FollowerListWait, how long a recipient waits for a walk
+	// before its event is retried.
+	FollowerListEvery, FollowerListWait time.Duration
 	// MaxRecipients bounds the recipients of one event, across its rules.
 	MaxRecipients int
 	// Replicas of the streams the bridge creates (3 on a cluster).
@@ -141,6 +152,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 40
+	}
+	if c.FollowerListEvery <= 0 {
+		c.FollowerListEvery = 10 * time.Minute
+	}
+	if c.FollowerListWait <= 0 {
+		c.FollowerListWait = 20 * time.Second
 	}
 	if c.MaxRecipients <= 0 {
 		c.MaxRecipients = 5000
@@ -230,6 +247,7 @@ type Bridge struct {
 	// while only MaxSends of them can be calling WeChat. eventWorkers run
 	// events, MaxInFlight at once. Both are started by Run.
 	taskWorkers, eventWorkers *workers
+	followers                 *followerLists
 
 	jsOnce sync.Once
 	jsCtx  jetstream.JetStream
@@ -245,6 +263,7 @@ func New(cfg Config) (*Bridge, error) {
 		sends: make(chan struct{}, cfg.MaxSends), openids: keyedMutex{m: map[string]*keyedEntry{}},
 		limits: appLimits{rate: cfg.AppRate, m: map[string]*rate.Limiter{}}, metrics: newMetrics(cfg.Registry),
 		repeats: newRepeatLimiter(time.Minute, cfg.Now), tracer: cfg.Tracer.Tracer(instrumentation)}
+	b.followers = newFollowerLists(b)
 	b.rules.Store(&rules.Set{})
 	return b, nil
 }
@@ -287,6 +306,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		// Last: everything that hands them work has stopped.
 		b.eventWorkers.stop()
 		b.taskWorkers.stop()
+		b.followers.stop()
 	}()
 	// The publisher and the sweep outlive the intake: the last events'
 	// results are published after it stopped.

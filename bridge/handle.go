@@ -21,11 +21,10 @@ import (
 
 // task is one (rule, recipient) of an event.
 type task struct {
-	rule     *rules.Rule
-	rendered *rules.Rendered
-	// renderErr: the rule's data could not be rendered for this event; every
-	// recipient fails with invalid_data.
-	renderErr error
+	rule *rules.Rule
+	// routes are the rule's channels, rendered for the event, in the order
+	// they are tried.
+	routes []route
 	// preset is an outcome decided while planning, with no send to try: the
 	// recipients could not be evaluated (failed/invalid_data), a spec named
 	// nobody (skipped/no_recipient), the event named too many.
@@ -47,20 +46,22 @@ type outcome struct {
 	state, reason, detail string
 }
 
-// tokenWait nacks an event whose sends wait for the WeChat client to fetch
-// an access token again; nothing was tried, so no attempt is counted.
-type tokenWait struct {
+// retryAt nacks an event whose sends wait for something that will come
+// without them: the WeChat client to fetch an access token again, an
+// official account's follower list. Nothing was tried, so no attempt is
+// counted; the event comes back at about at.
+type retryAt struct {
 	at  time.Time
 	err error
 }
 
-func (e *tokenWait) Error() string { return "waiting for an access token: " + e.err.Error() }
-func (e *tokenWait) Unwrap() error { return e.err }
+func (e *retryAt) Error() string { return "waiting: " + e.err.Error() }
+func (e *retryAt) Unwrap() error { return e.err }
 
 // retryAtOf is when an error asks its event to come back, or zero for the
 // usual backoff.
 func retryAtOf(err error) time.Time {
-	var tw *tokenWait
+	var tw *retryAt
 	if errors.As(err, &tw) {
 		return tw.at
 	}
@@ -167,7 +168,7 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 	if err != nil {
 		return "", err
 	}
-	if len(tasks) > 1 || tasks[0].preset != nil || tasks[0].renderErr != nil {
+	if len(tasks) > 1 || tasks[0].preset != nil || (len(tasks[0].routes) == 1 && tasks[0].routes[0].renderErr != nil) {
 		// A recipient with a lookup of its own asks there; others ask first.
 		if _, done, err := b.cfg.Store.EventDone(ctx, ev.key); err != nil {
 			return "", err
@@ -257,7 +258,7 @@ func (b *Bridge) plan(ctx context.Context, ev *event, matched []rules.Matched) (
 			presetTask(r, "when", outcome{storage.StateFailed, reasonInvalidData, m.Err.Error()})
 			continue
 		}
-		rendered, renderErr := r.Render(ev.Event)
+		routes := routesFor(r, ev.Event)
 		specs, specErr := r.Recipients(ev.Event)
 		if specErr != nil {
 			presetTask(r, "spec", outcome{storage.StateFailed, reasonInvalidData, specErr.Error()})
@@ -279,7 +280,7 @@ func (b *Bridge) plan(ctx context.Context, ev *event, matched []rules.Matched) (
 				return
 			}
 			budget--
-			tasks = append(tasks, task{rule: r, rendered: rendered, renderErr: renderErr,
+			tasks = append(tasks, task{rule: r, routes: routes,
 				userID: userID, openID: openID, rk: rk, key: storage.SendKey(ev.key, r.Name, rk)})
 		}
 		for _, rc := range specs {

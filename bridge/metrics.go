@@ -22,6 +22,9 @@ type metrics struct {
 	deferred     prometheus.Counter
 	outboxFails  prometheus.Counter
 	scheduleErrs prometheus.Counter
+	// followerLists counts official accounts' follower listings by app
+	// and outcome (ok, error).
+	followerLists *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,9 +54,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Failed attempts to publish queued results (they are retried)."}),
 		scheduleErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "wxbridge_schedule_errors_total",
 			Help: "Failures to read, run or settle deferred sends (the work stays in the schedule and is retried)."}),
+		followerLists: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wxbridge_follower_listings_total",
+			Help: "Listings of an official account's followers, made to find people who followed before wxbridge heard it, by app and outcome."},
+			[]string{"app", "outcome"}),
 	}
 	reg.MustRegister(m.events, m.results, m.wechat, m.retries, m.dead, m.inFlight, m.sending, m.configErrs, m.pushes,
-		m.deferred, m.outboxFails, m.scheduleErrs)
+		m.deferred, m.outboxFails, m.scheduleErrs, m.followerLists)
 	return m
 }
 

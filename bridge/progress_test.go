@@ -33,6 +33,19 @@ func TestProgressReportsAStalledConsumer(t *testing.T) {
 	clock.Advance(time.Hour)
 	check(false) // nothing waits: idle is not stuck
 	rig.publish(t, 3)
+	// The consumer counts new events shortly after the stream stored them.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info, err := rig.cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer counts %d events waiting, want 3", info.NumPending)
+		}
+	}
 	check(false) // events wait, but the clock of no progress only starts now
 	clock.Advance(59 * time.Second)
 	check(false)

@@ -382,9 +382,18 @@ func (s *pullSubscriber) Stop(ctx context.Context) {
 	sub := s.sub
 	s.mu.Unlock()
 	if sub != nil {
-		_ = sub.Unsubscribe()
-		// Once the server has the unsubscribe, it delivers nothing more.
-		_ = s.cfg.Conn.FlushWithContext(ctx)
+		// Drain, not unsubscribe: what the server sent before it had the
+		// unsubscribe still reaches receive, which gives it back at once.
+		// Dropped, it would wait out the ack wait.
+		closed := sub.StatusChanged(nats.SubscriptionClosed)
+		if err := sub.Drain(); err != nil {
+			_ = sub.Unsubscribe()
+			return
+		}
+		select {
+		case <-closed:
+		case <-ctx.Done():
+		}
 	}
 }
 

@@ -78,7 +78,26 @@ func (b *Bridge) HandlePush(ctx context.Context, app string, p *wechat.Push) err
 			}
 			ch.Deliveries = append(ch.Deliveries, d)
 		}
-	default:
+	case wechat.EventFollow, wechat.EventUnfollow:
+		if p.Follow == nil {
+			break
+		}
+		// FromUserName is the person's openid in the account; the unionid
+		// comes from the user-info API when a send needs it.
+		ch.Follows = append(ch.Follows, storage.FollowChange{App: app, OpenID: p.FromUserName, Following: p.Follow.Following,
+			Source: storage.SourceFollowPush, At: at})
+	case wechat.EventTemplateSendJobFinish:
+		if job := p.TemplateJob; job != nil {
+			// "failed:user block": the person refuses the account's
+			// messages; "failed: system failed": anything else.
+			d := storage.Delivery{MsgID: job.MsgID, Status: StatusDelivered, ErrMsg: job.Status}
+			if !job.Delivered() {
+				d.Status = StatusUndelivered
+			}
+			ch.Deliveries = append(ch.Deliveries, d)
+		}
+	}
+	if len(ch.Subscriptions) == 0 && len(ch.Deliveries) == 0 && len(ch.Follows) == 0 {
 		b.metrics.pushes.WithLabelValues(app, "other", "ignored").Inc()
 		b.log.Debug("push ignored", "app", app, "msg_type", p.MsgType, "event", p.Event)
 		return nil

@@ -26,21 +26,27 @@ type Result struct {
 	EventID string `json:"event_id"`
 	// EventSource is the CloudEvents source of the event; with EventID, the
 	// event's identity. Empty for events that are not CloudEvents.
-	EventSource string    `json:"event_source,omitempty"`
-	EventType   string    `json:"event_type"`
-	Rule        string    `json:"rule"`
-	App         string    `json:"app"`
-	TemplateID  string    `json:"template_id"`
-	UserID      string    `json:"user_id"`
-	OpenID      string    `json:"openid"`
-	Status      string    `json:"status"` // sent, skipped, failed, delivered, undelivered
-	Reason      string    `json:"reason"`
-	ErrCode     int       `json:"errcode"`
-	ErrMsg      string    `json:"errmsg"`
-	MsgID       string    `json:"msgid"`
-	Attempts    int       `json:"attempts"`
-	InDoubt     bool      `json:"in_doubt"`
-	At          time.Time `json:"at"`
+	EventSource string `json:"event_source,omitempty"`
+	EventType   string `json:"event_type"`
+	Rule        string `json:"rule"`
+	App         string `json:"app"`
+	TemplateID  string `json:"template_id"`
+	// Template names the template in the rules, and Channel says how it
+	// was sent: subscribe_message (a mini program's), template_message or
+	// subscription_notification (an official account's). Empty when the
+	// rules in force no longer have it.
+	Template string    `json:"template,omitempty"`
+	Channel  string    `json:"channel,omitempty"`
+	UserID   string    `json:"user_id"`
+	OpenID   string    `json:"openid"`
+	Status   string    `json:"status"` // sent, skipped, failed, delivered, undelivered
+	Reason   string    `json:"reason"`
+	ErrCode  int       `json:"errcode"`
+	ErrMsg   string    `json:"errmsg"`
+	MsgID    string    `json:"msgid"`
+	Attempts int       `json:"attempts"`
+	InDoubt  bool      `json:"in_doubt"`
+	At       time.Time `json:"at"`
 	// TraceID is the W3C trace id of the event's handling: the trace the
 	// event came with, or one of its own.
 	TraceID string `json:"trace_id,omitempty"`
@@ -74,6 +80,11 @@ func resultOf(rec storage.SendRecord) Result {
 // are distinct (duplicate reports of several republications).
 func (b *Bridge) resultMessage(rec storage.SendRecord, variant string) storage.OutboxMessage {
 	r := resultOf(rec)
+	if set := b.rules.Load(); set != nil {
+		if t := set.TemplateOf(rec.App, rec.TemplateID); t != nil {
+			r.Template, r.Channel = t.Name, t.Channel()
+		}
+	}
 	payload, _ := json.Marshal(r) // a struct of strings and numbers: cannot fail
 	h := sha256.Sum256([]byte(rec.Key + "\x00" + r.Status + "\x00" + r.Reason + "\x00" + variant))
 	m := storage.OutboxMessage{

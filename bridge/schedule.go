@@ -43,7 +43,9 @@ func (b *Bridge) deferUntil(ctx context.Context, log evlog, ev *event, t task, r
 		return false, fmt.Errorf("defer send: encode event data: %w", err)
 	}
 	w.Event.Data = data
-	w.Rule, w.UserID, w.OpenID, w.RK = t.rule.Name, t.userID, rec.OpenID, t.rk
+	// The recipient as the rule named them: when the send comes due, their
+	// channel is chosen again.
+	w.Rule, w.UserID, w.OpenID, w.RK = t.rule.Name, t.userID, t.openID, t.rk
 	payload, _ := json.Marshal(w)
 	deferred, err := b.cfg.Store.Defer(ctx, rec, due, payload)
 	if err != nil {
@@ -136,7 +138,7 @@ func (b *Bridge) runDeferred(ctx context.Context, d storage.Deferred) {
 		return
 	}
 	t.rule = rule
-	t.rendered, t.renderErr = rule.Render(ev.Event)
+	t.routes = routesFor(rule, ev.Event)
 	final, err := b.deliver(ctx, log, ev, t)
 	switch {
 	case err != nil:

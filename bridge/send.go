@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -56,6 +55,11 @@ func (b *Bridge) deliver(ctx context.Context, log evlog, ev *event, t task) (fin
 }
 
 func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc *recorder) (final bool, err error) {
+	routes := t.routes
+	if t.openID != "" {
+		// An openid is one app's: the rule's first.
+		routes = routes[:1]
+	}
 	rec := storage.SendRecord{Key: t.key, EventID: ev.key, EventType: ev.Type, Rule: t.rule.Name,
 		App: t.rule.App.Name, TemplateID: t.rule.Template.ID, UserID: t.userID, OpenID: t.openID, Trace: traceparentOf(ctx)}
 	log = log.forTask(t)
@@ -66,15 +70,13 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 			log.Warn("recipient cannot be rendered", "reason", t.preset.reason, "err", t.preset.detail)
 		}
 		return rc.finish(ctx, rec, t.preset.state, t.preset.reason, t.preset.detail, storage.KeepCredit)
-	case t.renderErr != nil:
-		log.Warn("data cannot be rendered", "err", t.renderErr)
-		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, t.renderErr.Error(), storage.KeepCredit)
+	case len(routes) == 1 && routes[0].renderErr != nil:
+		log.Warn("data cannot be rendered", "err", routes[0].renderErr)
+		return rc.finish(ctx, rec, storage.StateFailed, reasonInvalidData, routes[0].renderErr.Error(), storage.KeepCredit)
 	}
 	pol := t.rule.Policy
 	req := storage.ReserveRequest{
 		Owner:         b.cfg.Store.Owner(),
-		CheckCredit:   t.rule.App.Subscriptions != rules.SubscriptionsWeChat,
-		Kind:          t.rule.Template.Kind,
 		ResendInDoubt: pol.Delivery != rules.AtMostOnce,
 	}
 	if pol.Dedupe != nil {
@@ -104,78 +106,61 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 	case found.HasRecord && storage.Final(found.Record.State):
 		return true, nil // a redelivery: the outcome stands
 	}
-	if rec.OpenID == "" {
-		if !found.Bound {
-			return rc.finish(ctx, rec, storage.StateSkipped, reasonNotBound, "", storage.KeepCredit)
+	if found.HasRecord && pinned(found.Record) {
+		// The send may have gone out by its channel, or holds its credit
+		// there: it stays there, and goes by no other.
+		rt, ok := routeOf(routes, found.Record)
+		if !ok {
+			final, _, _, err := b.lostChannel(ctx, log, rc, found.Record)
+			return final, err
 		}
-		rec.OpenID = found.Binding.OpenID
+		routes = []route{rt}
+		rec.OpenID = found.Record.OpenID
 	}
-	if q := pol.QuietHours; q != nil && !t.scheduled {
-		if quiet, end := q.Check(b.cfg.Now()); quiet {
-			if q.Action == rules.QuietDrop {
-				return rc.finish(ctx, rec, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
+	quietChecked := t.scheduled
+	var tried, reasons []string
+	for i, rt := range routes {
+		r := rec
+		r.App, r.TemplateID = rt.app.Name, rt.tpl.ID
+		if r.OpenID == "" {
+			// The lookup read the binding in the first route's app.
+			openid, reason, err := b.reach(ctx, t, rt, i == 0 && rt.app.Name == lookup.App, found)
+			if err != nil {
+				return false, err
 			}
-			return b.deferUntil(ctx, log, ev, t, rec, end)
+			if reason != "" {
+				tried, reasons = append(tried, rt.name()), append(reasons, reason)
+				continue
+			}
+			r.OpenID = openid
 		}
+		if rt.renderErr != nil {
+			log.Warn("data cannot be rendered", "template", rt.name(), "err", rt.renderErr)
+			return rc.finish(ctx, r, storage.StateFailed, reasonInvalidData, rt.renderErr.Error(), storage.KeepCredit)
+		}
+		if q := pol.QuietHours; q != nil && !quietChecked {
+			quietChecked = true
+			if quiet, end := q.Check(b.cfg.Now()); quiet {
+				if q.Action == rules.QuietDrop {
+					return rc.finish(ctx, r, storage.StateSkipped, reasonQuietHours, "", storage.KeepCredit)
+				}
+				return b.deferUntil(ctx, log, ev, t, r, end)
+			}
+		}
+		if i == 0 {
+			// What the lookup read for the reservation is this route's.
+			req.Snapshot = found.Snapshot
+		} else {
+			req.Snapshot = nil
+		}
+		final, next, reason, err := b.sendBy(ctx, log, rc, t, rt, r, req, i < len(routes)-1)
+		if err != nil || !next {
+			return final, err
+		}
+		log.Debug("channel cannot reach the recipient; trying the next", "template", rt.name(), "reason", reason)
+		tried, reasons = append(tried, rt.name()), append(reasons, reason)
 	}
-	req.Record, req.Snapshot = rec, found.Snapshot
-
-	// Everything a send may wait for comes before its reservation: the
-	// openid's turn (WeChat answers 43108 to overlapping sends to one
-	// user), the app's rate, a slot among the concurrent calls, an access
-	// token. A crash while waiting then leaves no pending record behind, and
-	// the send is simply tried afresh; only a record reserved right before
-	// its request went out can be in doubt.
-	unlock := b.openids.lock(rec.OpenID)
-	defer unlock()
-	if err := b.limits.wait(ctx, rec.App); err != nil {
-		return false, err
-	}
-	select {
-	case b.sends <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	defer func() { <-b.sends }()
-	if err := b.cfg.WeChat.Ready(ctx, rec.App); err != nil {
-		return b.noToken(ctx, log, rc, rec, err)
-	}
-	if err := b.cfg.Store.Lease(); err != nil {
-		// Others may take this bridge's pending records for in doubt: it
-		// starts no WeChat call until its lease is renewed.
-		return false, fmt.Errorf("no WeChat call without a lease: %w", err)
-	}
-
-	rctx, endReserve := b.span(ctx, "wxbridge.store.reserve")
-	res, err := b.cfg.Store.Reserve(rctx, req)
-	endReserve(err)
-	if err != nil {
-		return false, err
-	}
-	switch res.Outcome {
-	case storage.AlreadyFinal:
-		return true, nil
-	case storage.Busy:
-		// Another bridge, alive, is sending it: its outcome will come.
-		log.Debug("send under way at another bridge; will look again")
-		return false, nil
-	case storage.NoCredit, storage.Suppressed:
-		return rc.finish(ctx, res.Record, storage.StateSkipped, res.Reason, "", storage.KeepCredit)
-	case storage.InDoubt:
-		log.Warn("send left in doubt by an attempt that never finished; at_most_once: not sending again")
-		res.Record.InDoubt = true
-		return rc.finish(ctx, res.Record, storage.StateFailed, reasonInDoubt, "", storage.KeepCredit)
-	}
-	rec = res.Record
-	if rec.InDoubt {
-		log.Warn("send left in doubt by an attempt that never finished; at_least_once: sending again")
-	}
-	failpoint.Hit("after-reserve")
-	msgid, sendErr := b.call(ctx, t.rendered, rec.OpenID)
-	failpoint.Hit("after-send")
-	final, err = b.settle(ctx, log, rc, rec, msgid, sendErr)
-	failpoint.Hit("after-complete")
-	return final, err
+	return b.unreached(ctx, rc, rec, tried, reasons)
 }
 
 // noToken handles a send that cannot start for want of an access token.
@@ -185,7 +170,7 @@ func (b *Bridge) deliverTo(ctx context.Context, log evlog, ev *event, t task, rc
 // so a token that never comes (a wrong secret) ends in retries_exhausted.
 func (b *Bridge) noToken(ctx context.Context, log evlog, rc *recorder, rec storage.SendRecord, err error) (bool, error) {
 	if errors.Is(err, wechat.ErrTokenBackoff) {
-		return false, &tokenWait{at: wechat.RetryAt(err), err: err}
+		return false, &retryAt{at: wechat.RetryAt(err), err: err}
 	}
 	if !errors.Is(err, wechat.ErrTokenFetch) {
 		return false, err // the caller's context ended, or the client closed
@@ -210,17 +195,29 @@ func (b *Bridge) noToken(ctx context.Context, log evlog, rc *recorder, rec stora
 	return rc.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, storage.KeepCredit)
 }
 
-// call makes the WeChat call. The caller holds the openid's turn and a
-// send slot.
-func (b *Bridge) call(ctx context.Context, r *rules.Rendered, openid string) (string, error) {
+// sendReserved makes the WeChat call of a reserved record and records
+// what WeChat answered. The caller holds the openid's turn and a send
+// slot. more says other routes remain to be tried: then an answer that the
+// recipient cannot be reached this way (43101, 43004) asks for the next.
+func (b *Bridge) sendReserved(ctx context.Context, log evlog, rc *recorder, rt route, rec storage.SendRecord, more bool) (final, next bool, reason string, err error) {
+	failpoint.Hit("after-reserve")
+	msgid, sendErr := b.call(ctx, rt, rec)
+	failpoint.Hit("after-send")
+	final, next, reason, err = b.settle(ctx, log, rc, rec, msgid, sendErr, more)
+	failpoint.Hit("after-complete")
+	return final, next, reason, err
+}
+
+// call makes the WeChat call.
+func (b *Bridge) call(ctx context.Context, rt route, rec storage.SendRecord) (string, error) {
 	b.metrics.sending.Inc()
 	defer b.metrics.sending.Dec()
-	ctx, sp := b.tracer.Start(ctx, "wechat.subscribe.send", trace.WithSpanKind(trace.SpanKindClient),
+	r := rt.rendered
+	ctx, sp := b.tracer.Start(ctx, spanName(r.Channel), trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("wechat.app", r.App), attribute.String("wechat.template_id", r.TemplateID)))
 	defer sp.End()
 	start := time.Now()
-	msgid, err := b.cfg.WeChat.Send(ctx, r.App, wechat.Message{ToUser: openid, TemplateID: r.TemplateID, Page: r.Page,
-		Data: r.Data, State: r.State, Lang: r.Lang})
+	msgid, err := b.send(ctx, rt, rec)
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"
@@ -235,25 +232,52 @@ func (b *Bridge) call(ctx context.Context, r *rules.Rendered, openid string) (st
 }
 
 // settle records what WeChat answered.
-func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storage.SendRecord, msgid string, err error) (bool, error) {
+func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storage.SendRecord, msgid string, err error, more bool) (final, next bool, reason string, _ error) {
 	var api *wechat.APIError
 	errors.As(err, &api)
 	if api != nil {
 		// WeChat's errmsg is short; a proxy's need not be.
 		rec.ErrCode, rec.ErrMsg = api.Code, clipN(api.Msg, maxErrMsg)
 	}
+	done := func(state, reason string, effect storage.CreditEffect) (bool, bool, string, error) {
+		final, err := rc.finish(ctx, rec, state, reason, rec.ErrMsg, effect)
+		return final, false, "", err
+	}
+	// unreachable: WeChat says this channel cannot reach the recipient, and
+	// certainly sent nothing. With routes left, the next is tried.
+	unreachable := func(reason string, effect storage.CreditEffect) (bool, bool, string, error) {
+		if !more {
+			return done(storage.StateFailed, reason, effect)
+		}
+		if _, err := rc.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect); err != nil {
+			return false, false, "", err
+		}
+		return false, true, reason, nil
+	}
 	switch {
 	case err == nil:
 		rec.MsgID, rec.ErrCode, rec.ErrMsg = msgid, 0, "ok"
-		return rc.finish(ctx, rec, storage.StateSent, "", "ok", storage.KeepCredit)
+		return done(storage.StateSent, "", storage.KeepCredit)
+	case errors.Is(err, wechat.ErrAlreadySent):
+		// A template message under this send's client_msg_id went out
+		// before (an attempt whose answer was lost): that one stands.
+		rec.MsgID, rec.ErrCode, rec.ErrMsg = api.MsgID, 0, "ok"
+		log.Info("WeChat already had this message; not sent twice", "msgid", api.MsgID)
+		return done(storage.StateSent, "", storage.KeepCredit)
 	case errors.Is(err, wechat.ErrNotSubscribed):
-		return rc.finish(ctx, rec, storage.StateFailed, reasonNotSubscribed, rec.ErrMsg, storage.ZeroCredits)
+		return unreachable(reasonNotSubscribed, storage.ZeroCredits)
+	case errors.Is(err, wechat.ErrNotFollowing):
+		if err := b.cfg.Store.SaveFollowers(ctx, storage.FollowChange{App: rec.App, OpenID: rec.OpenID,
+			Source: storage.SourceFollowPush, At: b.cfg.Now()}); err != nil {
+			return false, false, "", err
+		}
+		return unreachable(reasonNotFollowing, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrRecipient):
-		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+		return done(storage.StateFailed, reasonWeChatError, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrConfig), errors.Is(err, wechat.ErrData):
 		log.Error("WeChat refused the message: fix the rules or the template", "errcode", rec.ErrCode, "err", err)
 		b.metrics.configErrs.WithLabelValues(rec.App, strconv.Itoa(rec.ErrCode)).Inc()
-		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+		return done(storage.StateFailed, reasonWeChatError, storage.RefundCredit)
 	case errors.Is(err, wechat.ErrTransient), errors.Is(err, wechat.ErrTokenInvalid), errors.Is(err, wechat.ErrTokenFetch):
 		if rec.ErrMsg == "" {
 			rec.ErrMsg = clipN(err.Error(), maxErrMsg)
@@ -267,17 +291,17 @@ func (b *Bridge) settle(ctx context.Context, log evlog, rc *recorder, rec storag
 		}
 		if !attemptsLeft(rec, b.cfg.MaxAttempts) {
 			log.Warn("giving up on recipient", "attempts", rec.Attempts, "err", err)
-			return rc.finish(ctx, rec, storage.StateFailed, reasonRetriesExhausted, rec.ErrMsg, effect)
+			return done(storage.StateFailed, reasonRetriesExhausted, effect)
 		}
 		log.Info("transient failure; will retry", "attempt", rec.Attempts, "err", err)
 		b.metrics.retries.Inc()
-		return rc.finish(ctx, rec, storage.StateRetry, "", rec.ErrMsg, effect)
+		return done(storage.StateRetry, "", effect)
 	default:
 		if rec.ErrMsg == "" {
 			rec.ErrMsg = clipN(err.Error(), maxErrMsg)
 		}
 		log.Error("send failed", "err", err)
-		return rc.finish(ctx, rec, storage.StateFailed, reasonWeChatError, rec.ErrMsg, storage.RefundCredit)
+		return done(storage.StateFailed, reasonWeChatError, storage.RefundCredit)
 	}
 }
 

@@ -68,7 +68,7 @@ func TestTokenBackoffUsesNoAttempt(t *testing.T) {
 	// is counted; the event is told when to come back.
 	for i := 0; i < 5; i++ {
 		final, err := attempt()
-		var tw *tokenWait
+		var tw *retryAt
 		if final || !errors.As(err, &tw) || tw.at.IsZero() || !errors.Is(err, wechat.ErrTokenBackoff) {
 			t.Fatalf("during the backoff: final %v, err %v", final, err)
 		}

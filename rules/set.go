@@ -21,6 +21,16 @@ type Set struct {
 	pos map[string]Pos
 }
 
+// TemplateOf finds the template an app knows by id, nil if none.
+func (s *Set) TemplateOf(app, id string) *Template {
+	for _, t := range s.Templates {
+		if t.App == app && t.ID == id {
+			return t
+		}
+	}
+	return nil
+}
+
 // Pos is a position in the rules file, 1-based.
 type Pos struct{ Line, Column int }
 
@@ -144,6 +154,10 @@ func (t *Template) Channel() string {
 	}
 	return ChannelSubscribeMessage
 }
+
+// Application is the app the template belongs to, the one App names; nil
+// for a template that was not loaded from a rules file.
+func (t *Template) Application() *App { return t.app }
 
 // Label is the keyword's label, or its key when the file gives none.
 func (t *Template) Label(key string) string {

@@ -20,6 +20,7 @@ const (
 	pathBizSend       = "/cgi-bin/message/subscribe/bizsend"
 	pathUserInfo      = "/cgi-bin/user/info"
 	pathUserInfoBatch = "/cgi-bin/user/info/batchget"
+	pathUserList      = "/cgi-bin/user/get"
 )
 
 // MaxUserInfoBatch is how many openids one /cgi-bin/user/info/batchget
@@ -308,4 +309,51 @@ func (c *Client) userInfoBatch(ctx context.Context, app string, openids []string
 		}
 	}
 	return infos, nil
+}
+
+// FollowerPage is one page of an official account's followers.
+type FollowerPage struct {
+	// Total is how many follow the account.
+	Total   int
+	OpenIDs []string
+	// Next is where the following page starts; "" after the last page.
+	Next string
+}
+
+// Followers lists a page of the official account's followers, starting
+// after the openid next ("" for the first page): GET /cgi-bin/user/get
+// (https://developers.weixin.qq.com/doc/offiaccount/User_Management/Getting_a_User_List.html),
+// up to 10,000 openids a page. Next is "" once the list is complete, and
+// also when WeChat repeats the openid it was given (the walk would not
+// move on).
+func (c *Client) Followers(ctx context.Context, app, next string) (FollowerPage, error) {
+	q := url.Values{}
+	if next != "" {
+		q.Set("next_openid", next)
+	}
+	data, err := c.callWithTokenQuery(ctx, app, http.MethodGet, pathUserList, q, nil)
+	if err != nil {
+		return FollowerPage{}, fmt.Errorf("app %s: followers after %q: %w", app, next, err)
+	}
+	var out struct {
+		Total int `json:"total"`
+		Data  struct {
+			OpenID []string `json:"openid"`
+		} `json:"data"`
+		NextOpenID string `json:"next_openid"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return FollowerPage{}, fmt.Errorf("app %s: followers after %q: read answer: %w", app, next, err)
+	}
+	page := FollowerPage{Total: out.Total, Next: out.NextOpenID}
+	for _, id := range out.Data.OpenID {
+		// Older pages of the doc show an empty first openid.
+		if id != "" {
+			page.OpenIDs = append(page.OpenIDs, id)
+		}
+	}
+	if len(page.OpenIDs) == 0 || page.Next == next {
+		page.Next = ""
+	}
+	return page, nil
 }

@@ -128,7 +128,11 @@ func cmdEmulate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // emulator, so it checks sends the way WeChat would for those templates.
 func configureEmulator(emu *wechattest.Emulator, set *rules.Set) {
 	for _, a := range set.Apps {
-		emu.AddApp(a.AppID, a.Secret)
+		if a.Kind == rules.AppOfficialAccount {
+			emu.AddOfficialAccount(a.AppID, a.Secret)
+		} else {
+			emu.AddApp(a.AppID, a.Secret)
+		}
 	}
 	for _, t := range set.Templates {
 		app, ok := set.Apps[t.App]
@@ -136,8 +140,11 @@ func configureEmulator(emu *wechattest.Emulator, set *rules.Set) {
 			continue // rules.Load refuses this; nothing to register it with
 		}
 		kind := wechattest.OneTime
-		if t.Kind == rules.KindLongTerm {
+		switch t.Kind {
+		case rules.KindLongTerm:
 			kind = wechattest.LongTerm
+		case rules.KindTemplateMessage:
+			kind = wechattest.TemplateMessage
 		}
 		title := t.Title
 		if title == "" {

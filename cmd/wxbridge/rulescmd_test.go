@@ -32,7 +32,7 @@ func writeFile(t *testing.T, name, content string) string {
 
 func TestRulesCheck(t *testing.T) {
 	code, out, errOut := runRules(t, "check", "../../rules.yaml")
-	if code != 0 || !strings.Contains(out, "../../rules.yaml: ok (1 app, 6 templates, 8 rules)") {
+	if code != 0 || !strings.Contains(out, "../../rules.yaml: ok (2 apps, 7 templates, 8 rules)") {
 		t.Fatalf("check sample: exit %d\n%s%s", code, out, errOut)
 	}
 

@@ -522,15 +522,17 @@ func (s *service) close() {
 	if s.wx != nil {
 		_ = s.wx.Close()
 	}
+	// The state before the connection: a store on NATS gives up its lease
+	// as it closes.
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("close database", "err", err)
+		}
+	}
 	if s.nc != nil {
 		s.nc.Close()
 	}
 	if s.ns != nil {
 		s.ns.Shutdown()
-	}
-	if s.store != nil {
-		if err := s.store.Close(); err != nil {
-			s.log.Warn("close database", "err", err)
-		}
 	}
 }

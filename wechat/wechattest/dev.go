@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -25,13 +26,14 @@ GET  /_dev/faults, POST /_dev/faults {"latency":"50ms","system_error_rate":0.1,.
 
 Official accounts (appid: the account's):
 POST /_dev/person      {"unionid","openids":{"APPID":"OPENID"}}  one person, an openid per app
-POST /_dev/follow      {"appid","openid","scene"}  follow (scene: through a QR code); pushes subscribe
+POST /_dev/follow      {"appid","openid","scene","unionid"}  follow (scene: through a QR code; unionid: the person's, for user/info); pushes subscribe
 POST /_dev/unfollow    {"appid","openid"}          pushes unsubscribe
 POST /_dev/block       {"appid","openid"}          refuse the account's messages (failed:user block)
 POST /_dev/unblock     {"appid","openid"}
 GET  /_dev/followers?appid=                       the account's users and whether they follow
 
-appid may be left out when the emulator has exactly one app.
+appid may be left out when the emulator has one app, or one Mini Program
+(one official account for the official account endpoints).
 `
 
 // devFaults is Faults as JSON, with durations written like "50ms".
@@ -221,6 +223,9 @@ func (e *Emulator) dev(r *http.Request) (any, error) {
 		}
 		switch name {
 		case "follow":
+			if body.UnionID != "" {
+				e.AddPerson(Person{UnionID: body.UnionID, OpenIDs: map[string]string{a.appid: body.OpenID}})
+			}
 			e.FollowByQR(a.appid, body.OpenID, body.Scene)
 		case "unfollow":
 			e.Unfollow(a.appid, body.OpenID)
@@ -259,9 +264,15 @@ func matches(want, got string) bool { return want == "" || want == got }
 // none.
 func (e *Emulator) devApp(appid string) (*app, error) {
 	if appid == "" {
+		// The one app, or else the one Mini Program: an official account
+		// beside it has its own endpoints (devOfficial).
 		ids := e.AppIDs()
+		if len(ids) > 1 {
+			ids = slices.DeleteFunc(ids, func(id string) bool { a := e.app(id); return a == nil || a.isOfficial() })
+		}
 		if len(ids) != 1 {
-			return nil, devErrorf(http.StatusBadRequest, "appid is required: the emulator has %d apps %v", len(ids), ids)
+			all := e.AppIDs()
+			return nil, devErrorf(http.StatusBadRequest, "appid is required: the emulator has %d apps %v", len(all), all)
 		}
 		appid = ids[0]
 	}

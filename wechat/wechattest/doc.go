@@ -46,6 +46,8 @@
 //     100 openids, else 40032): subscribe, unionid and the documented
 //     fields for followers, subscribe 0 for others, 40003 for openids the
 //     account never saw.
+//   - GET /cgi-bin/user/get: the followers' openids in pages of
+//     Options.FollowerPage (default 10,000), next_openid "" after the last.
 //
 // A Mini Program's token on these paths, and an official account's on
 // subscribe/send, get 48001 "api unauthorized". A Person (AddPerson) is

@@ -111,6 +111,9 @@ type Options struct {
 	// against the type its name says ("thing1" is a thing). Default off: an
 	// unknown template id gets 40037.
 	AutoTemplates bool
+	// FollowerPage is how many openids one /cgi-bin/user/get page holds.
+	// Default 10,000, as WeChat's; tests make it small to page.
+	FollowerPage int
 	// Now is the clock of token and code expiry, rate windows and
 	// timestamps. Default time.Now.
 	Now func() time.Time

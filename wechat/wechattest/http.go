@@ -23,6 +23,7 @@ const (
 	PathBizSend       = "/cgi-bin/message/subscribe/bizsend"
 	PathUserInfo      = "/cgi-bin/user/info"
 	PathUserInfoBatch = "/cgi-bin/user/info/batchget"
+	PathUserList      = "/cgi-bin/user/get"
 )
 
 // DevPrefix is where the endpoints for people (not WeChat's API) live. No
@@ -51,6 +52,7 @@ func init() {
 		PathBizSend:       {http.MethodPost, (*call).bizSend, false},
 		PathUserInfo:      {http.MethodGet, (*call).userInfo, false},
 		PathUserInfoBatch: {http.MethodPost, (*call).userInfoBatch, false},
+		PathUserList:      {http.MethodGet, (*call).userList, false},
 	}
 }
 

@@ -516,6 +516,58 @@ func (c *call) userInfoBatch() {
 	}{list})
 }
 
+// userList serves GET /cgi-bin/user/get?next_openid=: the account's
+// followers' openids, a page at a time
+// (https://developers.weixin.qq.com/doc/offiaccount/User_Management/Getting_a_User_List.html):
+// "一次拉取调用最多拉取10000个关注者的OpenID", total is every follower,
+// next_openid the page's last openid, "" once the list is complete
+// ("关注者列表已返回完时,返回next_openid为空"). The page after an openid is
+// the followers ordered after it, so one that unfollowed in between does
+// not break the walk; an empty page leaves data out, as WeChat does.
+func (c *call) userList() {
+	after := c.r.URL.Query().Get("next_openid")
+	a := c.officialCall()
+	if a == nil {
+		return
+	}
+	var ids []string
+	for id, u := range a.users {
+		if u.following {
+			ids = append(ids, id)
+		}
+	}
+	a.mu.Unlock()
+	sort.Strings(ids)
+	total := len(ids)
+	if after != "" {
+		ids = ids[sort.SearchStrings(ids, after):]
+		if len(ids) > 0 && ids[0] == after {
+			ids = ids[1:]
+		}
+	}
+	size := c.e.opts.FollowerPage
+	if size <= 0 {
+		size = 10000
+	}
+	page := ids[:min(size, len(ids))]
+	type data struct {
+		OpenID []string `json:"openid"`
+	}
+	out := struct {
+		Total      int    `json:"total"`
+		Count      int    `json:"count"`
+		Data       *data  `json:"data,omitempty"`
+		NextOpenID string `json:"next_openid"`
+	}{Total: total, Count: len(page)}
+	if len(page) > 0 {
+		out.Data = &data{page}
+		if len(page) < len(ids) {
+			out.NextOpenID = page[len(page)-1]
+		}
+	}
+	c.replyJSON(out)
+}
+
 // Follower is a user of an official account, as /_dev/followers shows it.
 type Follower struct {
 	OpenID    string `json:"openid"`

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -592,7 +593,10 @@ func TestDevOfficialAccountEndpoints(t *testing.T) {
 		}
 		events = append(events, e)
 	}
-	if !reflect.DeepEqual(events, []string{"subscribe", "TEMPLATESENDJOBFINISH failed:user block", "unsubscribe"}) {
+	// Pushes go out concurrently, as WeChat's do: their order is not
+	// promised.
+	sort.Strings(events)
+	if !reflect.DeepEqual(events, []string{"TEMPLATESENDJOBFINISH failed:user block", "subscribe", "unsubscribe"}) {
 		t.Errorf("pushed %v", events)
 	}
 	var errs map[string]int
@@ -627,4 +631,62 @@ func TestDevOfficialAccountEndpoints(t *testing.T) {
 			t.Errorf("/_dev/ does not list %s", ep)
 		}
 	}
+}
+
+// The follower list pages as WeChat's does (next_openid, "" after the last
+// page, total the whole count), and the client walks it: followers only,
+// each once, one that unfollows mid-walk not breaking it.
+func TestFollowerListPages(t *testing.T) {
+	f := newOAFixture(t, wechattest.Options{FollowerPage: 4})
+	var want []string
+	for i := range 10 {
+		id := fmt.Sprintf("oa-%02d", i)
+		f.emu.AddFollower(oaID, id, "union-"+id)
+		want = append(want, id)
+	}
+	// carol is the account's user but does not follow: not listed.
+	c, err := wechat.New(wechat.Config{BaseURL: f.srv.URL, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	c.SetApp("oa", wechat.App{AppID: oaID, Secret: oaSecret})
+	ctx := context.Background()
+	var got []string
+	var pages []int
+	next := ""
+	for {
+		p, err := c.Followers(ctx, "oa", next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Total != 10-boolInt(len(pages) >= 1) {
+			t.Errorf("page %d: total %d", len(pages), p.Total)
+		}
+		pages = append(pages, len(p.OpenIDs))
+		got = append(got, p.OpenIDs...)
+		if len(pages) == 1 {
+			// oa-05 unfollows after the first page: the walk goes on
+			// past it.
+			f.emu.Unfollow(oaID, "oa-05")
+		}
+		if p.Next == "" {
+			break
+		}
+		next = p.Next
+	}
+	want = append(want[:5], want[6:]...)
+	if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(pages, []int{4, 4, 1}) {
+		t.Errorf("followers %v in pages %v; want %v", got, pages, want)
+	}
+	// A Mini Program's token may not list anyone.
+	mp := f.do(http.MethodGet, wechattest.PathUserList, url.Values{"access_token": {f.token()}}, nil)
+	wantErr(t, mp, 48001, "api unauthorized")
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
