@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -325,5 +327,67 @@ func TestCrashOfficialAccountNotTwoChannels(t *testing.T) {
 			}
 			r.stop()
 		})
+	}
+}
+
+// The service account's callback is as hard to forge as the Mini
+// Program's: a plaintext follow, unfollow or receipt under a real push's
+// signature, and a real push of the account replayed to the Mini Program's
+// callback (another token, another appid), are refused and change nothing.
+func TestForgedOfficialAccountPushes(t *testing.T) {
+	h := startHarness(t, t.TempDir(), officialRules)
+	emu := h.svc.emu
+	ctx := context.Background()
+	emu.AddPerson(wechattest.Person{UnionID: "un-erin", OpenIDs: map[string]string{oaID: "oa-erin"}})
+	emu.Follow(oaID, "oa-erin")
+	emu.FlushPushes()
+	var real wechattest.Push
+	for _, p := range emu.Pushes() {
+		if p.AppID == oaID && p.Event == "subscribe" && p.Delivered {
+			real = p
+		}
+	}
+	if real.Query.Get("msg_signature") == "" {
+		t.Fatalf("no delivered safe-mode follow push: %+v", emu.Pushes())
+	}
+	post := func(app string, q url.Values, body string) int {
+		t.Helper()
+		resp, err := http.Post("http://"+h.svc.ln.Addr().String()+"/wechat/callback/"+app+"?"+q.Encode(), "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	plain := url.Values{}
+	for _, k := range []string{"signature", "timestamp", "nonce"} {
+		plain.Set(k, real.Query.Get(k))
+	}
+	now := time.Now().Unix()
+	forged := map[string]string{
+		"unfollow": fmt.Sprintf(`{"ToUserName":"gh_oa","FromUserName":"oa-erin","CreateTime":%d,"MsgType":"event","Event":"unsubscribe"}`, now),
+		"follow":   fmt.Sprintf(`{"ToUserName":"gh_oa","FromUserName":"oa-mallory","CreateTime":%d,"MsgType":"event","Event":"subscribe"}`, now),
+		"receipt":  fmt.Sprintf(`{"ToUserName":"gh_oa","FromUserName":"oa-erin","CreateTime":%d,"MsgType":"event","Event":"TEMPLATESENDJOBFINISH","MsgID":1,"Status":"success"}`, now),
+	}
+	for name, body := range forged {
+		if code := post("oa", plain, body); code != http.StatusUnauthorized {
+			t.Errorf("forged plaintext %s under a real signature: %d, want 401", name, code)
+		}
+	}
+	if code := post("main", real.Query, real.Body); code != http.StatusUnauthorized && code != http.StatusForbidden {
+		t.Errorf("the account's push replayed to the Mini Program's callback: %d, want 401 or 403", code)
+	}
+	// Pushes are applied before they are answered: a forgery that got
+	// through would show by now.
+	if f, ok, _ := h.svc.store.Follower(ctx, "oa", "oa-erin"); !ok || !f.Following {
+		t.Errorf("erin after forged pushes: %+v %v", f, ok)
+	}
+	if _, ok, _ := h.svc.store.Follower(ctx, "oa", "oa-mallory"); ok {
+		t.Error("a forged follow made a follower")
+	}
+	// The real push, replayed as WeChat retries it, is taken (and changes
+	// nothing more).
+	if code := post("oa", real.Query, real.Body); code != http.StatusOK {
+		t.Errorf("the real push again: %d", code)
 	}
 }
