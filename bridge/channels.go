@@ -88,8 +88,28 @@ func (b *Bridge) reach(ctx context.Context, t task, rt route, first bool, found 
 		}
 		return bd.OpenID, "", nil
 	}
-	// An official account: the person is found by the unionid one of their
-	// bindings (in a mini program) learnt from code2session.
+	// An official account: a binding in it (a backend that learnt the
+	// person's openid there, through the account's web authorization)...
+	own, bound := found.Binding, found.Bound
+	if !first {
+		if own, bound, err = b.cfg.Store.Binding(ctx, rt.app.Name, t.userID); err != nil {
+			return "", "", err
+		}
+	}
+	if bound {
+		if rt.channel() == rules.ChannelTemplateMessage {
+			f, known, err := b.cfg.Store.Follower(ctx, rt.app.Name, own.OpenID)
+			if err != nil {
+				return "", "", err
+			}
+			if known && !f.Following {
+				return "", reasonNotFollowing, nil
+			}
+		}
+		return own.OpenID, "", nil
+	}
+	// ...else the person is found by the unionid one of their bindings
+	// (in a mini program) learnt from code2session.
 	unionid := ""
 	if found.Bound {
 		unionid = found.Binding.UnionID

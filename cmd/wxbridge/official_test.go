@@ -58,7 +58,24 @@ templates:
       character_string3: {label: 账期}
       const4: {label: 状态, enum: [已出账, 已结清]}
       time5: {label: 出账时间}
+  arrival_mp:
+    app: main
+    id: TPL_arrival_mp
+    keywords: {thing1: thing}
+  arrival_oa:
+    app: oa
+    kind: one_time
+    id: TPL_arrival_oa
+    keywords: {thing1: thing}
 rules:
+  - name: arrival
+    on: goods.arrived
+    via: [arrival_mp, arrival_oa]
+    url: https://example.com/a/{{ .data.ref }}
+    to:
+      - user: "{{ .data.user_id }}"
+    data:
+      thing1: "{{ .data.text }}"
   - name: statement-to-applicant
     on: statement.issued
     via: [statement_issued, statement_issued_oa]
@@ -390,4 +407,45 @@ func TestForgedOfficialAccountPushes(t *testing.T) {
 	if code := post("oa", real.Query, real.Body); code != http.StatusOK {
 		t.Errorf("the real push again: %d", code)
 	}
+}
+
+// Subscription notifications (bizsend) keep the ledger as subscribe
+// messages do: the popup on the account's callback grants a credit, a
+// send spends it, the next finds none. Here the backend bound the
+// person's openid in the account directly (web authorization), so no
+// unionid is needed.
+func TestOfficialAccountSubscriptionNotification(t *testing.T) {
+	backends(t, func(t *testing.T, opt func(*serveConfig)) {
+		h := startHarness(t, t.TempDir(), officialRules, opt)
+		emu := h.svc.emu
+		var bind bridge.BindReply
+		h.request("wxbridge.cmd.bind", map[string]string{"app": "main", "user_id": "u-fay", "openid": "o-fay"}, &bind)
+		h.request("wxbridge.cmd.bind", map[string]string{"app": "oa", "user_id": "u-fay", "openid": "oa-fay"}, &bind)
+		if bind.Error != "" {
+			t.Fatalf("bind: %+v", bind)
+		}
+		emu.Subscribe(oaID, "oa-fay", map[string]string{"TPL_arrival_oa": "accept"})
+		waitFor(t, "the popup on the account's callback", func() bool {
+			s, ok, _ := h.svc.store.Subscription(context.Background(), "oa", "oa-fay", "TPL_arrival_oa")
+			return ok && s.Credits == 1 && s.UserID == "u-fay"
+		})
+		h.publish("goods.arrived", "a-1", map[string]any{"user_id": "u-fay", "text": "到货", "ref": "A1"})
+		first := finalOf(h.resultsByEvent(1)["a-1"])
+		h.publish("goods.arrived", "a-2", map[string]any{"user_id": "u-fay", "text": "又到货", "ref": "A2"})
+		var second bridge.Result
+		waitFor(t, "a-2's result", func() bool {
+			second = finalOf(h.resultsByEvent(2)["a-2"])
+			return second.Status != ""
+		})
+		if first.Status != "sent" || first.App != "oa" || first.Channel != "subscription_notification" || first.OpenID != "oa-fay" {
+			t.Errorf("a-1: %+v", first)
+		}
+		if second.Status != "skipped" || second.ErrMsg != "arrival_mp: not_subscribed; arrival_oa: not_subscribed" {
+			t.Errorf("a-2: %+v", second)
+		}
+		sends := emu.Sends()
+		if len(sends) != 1 || sends[0].Path != wechattest.PathBizSend || sends[0].Page != "https://example.com/a/A1" || sends[0].Data["thing1"] != "到货" {
+			t.Errorf("sends %+v", sends)
+		}
+	})
 }
