@@ -54,6 +54,14 @@ type Config struct {
 	// Now is the clock for token expiry, refresh and backoff. Default
 	// time.Now.
 	Now func() time.Time
+	// TokenFetchFailed, optional, learns of every access-token fetch that
+	// failed (not the callers turned away during the backoff after it):
+	// app is the name given to SetApp, err matches ErrTokenFetch and, when
+	// WeChat answered, wraps its *APIError. It runs on the fetch's
+	// goroutine before the waiting callers are released, so it must be
+	// quick (count it, say); it lets a caller keep metrics without this
+	// package knowing of any.
+	TokenFetchFailed func(app string, err error)
 }
 
 func (c *Config) setDefaults() {
@@ -195,7 +203,7 @@ func (c *Client) SetApp(name string, app App) {
 	if old, ok := c.apps[name]; ok && old.app == app {
 		return
 	}
-	c.apps[name] = &appState{name: name, app: app, tok: newTokenSource(c, app)}
+	c.apps[name] = &appState{name: name, app: app, tok: newTokenSource(c, name, app)}
 }
 
 // Apps lists the registered app names, sorted.

@@ -32,8 +32,9 @@
 //     is used only when stable_token hands back the very token WeChat just
 //     rejected, and at most 20 times per UTC day and 30 s apart per app
 //     (the budget is kept in the TokenStore too).
-//   - A failed fetch is logged once and handed back to callers, without
-//     fetching again, for a backoff that grows from 2 s to 1 min.
+//   - A failed fetch is logged once (and reported to
+//     Config.TokenFetchFailed, for metrics) and handed back to callers,
+//     without fetching again, for a backoff that grows from 2 s to 1 min.
 //
 // Close cancels running fetches and waits for the goroutines that ran them.
 //

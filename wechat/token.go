@@ -74,6 +74,7 @@ func (s *memoryTokens) SaveToken(_ context.Context, key, token string, expiresAt
 // it while it refreshes ahead of expiry.
 type tokenSource struct {
 	c    *Client
+	name string // as given to SetApp
 	app  App
 	key  string
 	path string
@@ -129,8 +130,8 @@ func (b forceBudget) usedOn(now time.Time) int {
 	return 0
 }
 
-func newTokenSource(c *Client, app App) *tokenSource {
-	s := &tokenSource{c: c, app: app, key: app.AppID + "/stable", path: pathStableToken}
+func newTokenSource(c *Client, name string, app App) *tokenSource {
+	s := &tokenSource{c: c, name: name, app: app, key: app.AppID + "/stable", path: pathStableToken}
 	if app.TokenMode == TokenLegacy {
 		s.key, s.path = app.AppID+"/token", pathToken
 	}
@@ -247,6 +248,9 @@ func (s *tokenSource) run(f *flight) {
 		if !errors.Is(err, ErrClosed) {
 			log.Error("access token fetch failed", "appid", s.app.AppID, "path", s.path,
 				"consecutive_failures", failures, "err", err)
+			if hook := s.c.cfg.TokenFetchFailed; hook != nil {
+				hook(s.name, err)
+			}
 		}
 		close(f.done)
 		return

@@ -665,6 +665,73 @@ func TestTokenFetchBackoffGrowsAndIsCapped(t *testing.T) {
 	}
 }
 
+// The hook hears of each failed fetch once, by app name, with WeChat's
+// answer when there was one; the callers turned away during the backoff
+// and the fetches that succeed are not failures.
+func TestTokenFetchFailedHook(t *testing.T) {
+	tests := []struct {
+		name    string
+		answer  any
+		errcode int // 0: no *APIError
+	}{
+		{"40125 invalid secret", errAnswer(40125, "invalid appsecret"), 40125},
+		{"-1 system busy", errAnswer(-1, "system error"), -1},
+		{"HTTP 503", http.StatusServiceUnavailable, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type call struct {
+				app string
+				err error
+			}
+			var mu sync.Mutex
+			var calls []call
+			e := newTestEnv(t, func(c *wechat.Config) {
+				c.TokenFetchFailed = func(app string, err error) {
+					mu.Lock()
+					defer mu.Unlock()
+					calls = append(calls, call{app, err})
+				}
+			})
+			heard := func() []call {
+				mu.Lock()
+				defer mu.Unlock()
+				return append([]call(nil), calls...)
+			}
+			e.fake.setToken(func(tokenCall) any { return tt.answer })
+			_, _ = e.send(t)
+			_, _ = e.send(t) // within the backoff: no fetch, no failure to count
+			got := heard()
+			if len(got) != 1 {
+				t.Fatalf("hook called %d times for one failed fetch, want once: %v", len(got), got)
+			}
+			if got[0].app != "main" || !errors.Is(got[0].err, wechat.ErrTokenFetch) {
+				t.Errorf("hook got (%q, %v), want app main and an ErrTokenFetch", got[0].app, got[0].err)
+			}
+			var api *wechat.APIError
+			if errors.As(got[0].err, &api) != (tt.errcode != 0) || tt.errcode != 0 && api.Code != tt.errcode {
+				t.Errorf("hook's error %v: want errcode %d (0: none)", got[0].err, tt.errcode)
+			}
+			assertNoSecrets(t, "hook's error", got[0].err.Error())
+
+			e.clock.Advance(backoffAfterOne)
+			_, _ = e.send(t)
+			if n := len(heard()); n != 2 {
+				t.Errorf("hook called %d times after a second failed fetch, want 2", n)
+			}
+			e.fake.setToken(nil)
+			e.clock.Advance(time.Minute)
+			e.mustSend(t)
+			if n := len(heard()); n != 2 {
+				t.Errorf("a fetch that succeeded reached the hook (%d calls)", n)
+			}
+		})
+	}
+}
+
+// backoffAfterOne is the wait before fetching again after one failure.
+const backoffAfterOne = 2 * time.Second
+
 func TestBackgroundRefreshFailureKeepsCurrentToken(t *testing.T) {
 	e := newTestEnv(t)
 	e.mustSend(t)

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wxbridge/wxbridge/bridge"
+	"github.com/wxbridge/wxbridge/wechat/wechattest"
 )
 
 // The dashboard and the alert rules in deploy/ name only metrics a running
@@ -60,7 +61,8 @@ func TestDeployNamesExposedMetrics(t *testing.T) {
 
 // exposedMetrics runs wxbridge as serve --emulator does, makes every kind
 // of series appear (a labelled series shows only once something happened
-// to it: a send, a configuration error, a push, a dead letter), and reads
+// to it: a send, a configuration error, a push, a dead letter, a failed
+// token fetch), and reads
 // the sample names of /metrics.
 func exposedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
@@ -98,10 +100,16 @@ func exposedMetrics(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	emu.FlushPushes()
+	// WeChat drops the token and its token endpoint fails: the next send
+	// needs a token it cannot get.
+	grant()
+	emu.InvalidateTokens(appid)
+	emu.SetFaults(wechattest.Faults{SystemErrorRate: 1, Paths: []string{wechattest.PathStableToken}})
+	event("evt-no-token")
 
 	url := "http://" + h.svc.http.Addr().String() + "/metrics"
 	driven := []string{"wxbridge_results_total", "wxbridge_events_total", "wxbridge_wechat_send_seconds_bucket",
-		"wxbridge_config_errors_total", "wxbridge_pushes_total"}
+		"wxbridge_config_errors_total", "wxbridge_pushes_total", "wxbridge_token_fetch_failures_total"}
 	var names map[string]bool
 	deadline := time.Now().Add(waitLimit)
 	for {

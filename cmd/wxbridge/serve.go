@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wxbridge/wxbridge/bridge"
+	"github.com/wxbridge/wxbridge/console"
 	"github.com/wxbridge/wxbridge/internal/embednats"
 	"github.com/wxbridge/wxbridge/internal/httpserve"
 	"github.com/wxbridge/wxbridge/rules"
@@ -185,6 +186,7 @@ func openState(ctx context.Context, cfg serveConfig, nc *nats.Conn, log *slog.Lo
 // closing. Both backends are one.
 type stateStore interface {
 	bridge.Store
+	console.Store
 	Subscription(ctx context.Context, app, openid, templateID string) (storage.Subscription, bool, error)
 	UserByOpenID(ctx context.Context, app, openid string) (string, bool, error)
 	Close() error
@@ -208,6 +210,10 @@ type service struct {
 	ln     net.Listener      // until http owns it
 	http   *httpserve.Server // set by mountHTTP
 	push   *wechat.PushHandler
+	// For operators: token fetch failures on /metrics (metrics.go), the
+	// console (consolewire.go).
+	tokenFailures *tokenFailures
+	console       consoleParts
 }
 
 // startService opens everything serve needs. On error, whatever was opened
@@ -268,7 +274,9 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	if s.store, err = openState(ctx, cfg, s.nc, log); err != nil {
 		return nil, err
 	}
-	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.store, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat")}); err != nil {
+	s.tokenFailures, s.console.tokens = newTokenFailures(), newTokenMemo(s.store)
+	if s.wx, err = wechat.New(wechat.Config{BaseURL: apiURL, Tokens: s.console.tokens, Timeout: cfg.WeChatTimeout, Logger: log.With("component", "wechat"),
+		TokenFetchFailed: s.tokenFailures.observe}); err != nil {
 		return nil, &usageError{err}
 	}
 
@@ -281,6 +289,9 @@ func startService(ctx context.Context, cfg serveConfig) (svc *service, err error
 	s.applyRules(set)
 	if s.emu != nil && cfg.emulatorSetup != nil {
 		cfg.emulatorSetup(s.emu)
+	}
+	if err = s.buildConsole(); err != nil {
+		return nil, err
 	}
 	s.mountHTTP()
 	return s, nil
@@ -331,8 +342,10 @@ func (s *service) mountHTTP() {
 		_, _ = io.WriteString(w, "ready\n")
 	}), probeLimits)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(s.serveCollectors()...)
 	handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), scrapeLimits)
 	handle("/v1/", s.bridge.AdminHandler(s.cfg.AdminToken), adminLimits)
+	handle("/console/", s.console.handler, consoleLimits)
 	if s.emu != nil {
 		handle("/emulator/", http.StripPrefix("/emulator", s.emu), emulatorLimits)
 	}
@@ -383,6 +396,7 @@ func (s *service) applyRules(set *rules.Set) {
 		s.emulatorCallbacks(set)
 	}
 	s.bridge.SetRules(set)
+	s.console.rules.Loaded(set, time.Now())
 	s.log.Info("rules in force", "file", set.File, "apps", len(set.Apps), "templates", len(set.Templates), "rules", len(set.Rules))
 }
 
@@ -442,6 +456,7 @@ func (s *service) reload() bool {
 		} else {
 			s.log.Error("rules reload refused; the previous rules keep running", "file", s.cfg.RulesPath, "err", err)
 		}
+		s.console.rules.Refused(s.cfg.RulesPath, err, time.Now())
 		return false
 	}
 	s.applyRules(set)
@@ -480,6 +495,8 @@ func (s *service) run(ctx context.Context) error {
 		s.watchRules(runCtx)
 	}()
 	defer func() { <-watchDone }()
+	consoleDone := s.runConsole(runCtx)
+	defer consoleDone()
 	bridgeErr := make(chan error, 1)
 	go func() { bridgeErr <- s.bridge.Run(runCtx) }()
 

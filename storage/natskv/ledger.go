@@ -99,15 +99,17 @@ func (s *Store) Subscriptions(ctx context.Context, app, openid string) ([]storag
 	}
 	var out []storage.Subscription
 	for _, e := range got {
-		sub := subscriptionOf(app, openid, "")
-		found, err := decodeSub(e, &sub)
-		if err != nil {
-			return nil, fmt.Errorf("list ledger entries of %s: %w", clip(openid), err)
+		if !e.present {
+			continue
 		}
-		if found {
-			sub.UserID = user
-			out = append(out, sub)
+		// The record names its template (the key may hold only a hash of
+		// the id); app and openid are the ones asked for.
+		var sub storage.Subscription
+		if err := storage.UnmarshalRecord(e.val, &sub); err != nil {
+			return nil, fmt.Errorf("list ledger entries of %s: decode ledger entry: %w", clip(openid), err)
 		}
+		sub.App, sub.OpenID, sub.UserID = app, openid, user
+		out = append(out, sub)
 	}
 	slices.SortFunc(out, func(a, b storage.Subscription) int { return strings.Compare(a.TemplateID, b.TemplateID) })
 	return out, nil

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +32,7 @@ type Store interface {
 
 	ApplySubscription(ctx context.Context, ch storage.SubscriptionChange) (storage.Subscription, error)
 	Subscription(ctx context.Context, app, openid, templateID string) (storage.Subscription, bool, error)
+	Subscriptions(ctx context.Context, app, openid string) ([]storage.Subscription, error)
 	ApplyPush(ctx context.Context, p storage.PushChanges) (storage.PushResult, error)
 
 	Reserve(ctx context.Context, req storage.ReserveRequest) (storage.ReserveResult, error)
@@ -135,6 +138,7 @@ func Run(t *testing.T, b Backend) {
 		{"LedgerAcceptsAddUp", testLedgerAcceptsAddUp},
 		{"LedgerReconcilesTwoChannels", testLedgerReconcile},
 		{"LedgerLongTerm", testLedgerLongTerm},
+		{"LedgerListsTemplates", testLedgerLists},
 		{"LedgerAnnouncesEveryChange", testLedgerAnnounces},
 		{"ReserveConsumesOnce", testReserveConsumesOnce},
 		{"CompleteEffects", testCompleteEffects},
@@ -289,6 +293,34 @@ func testLedgerAcceptsAddUp(t *testing.T, open Opener) {
 	sub = must[storage.Subscription](t)(s.ApplySubscription(ctx, accept(storage.SourcePopup, c.Now())))
 	if sub.Credits != 1 || sub.Status != storage.StatusAccept {
 		t.Fatalf("accept after reject: %+v", sub)
+	}
+}
+
+// Subscriptions lists a person's ledger entries, each naming its template
+// (the admin API and the console show them), however long the id.
+func testLedgerLists(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	long := strings.Repeat("T", 300)
+	for _, id := range []string{tpl, long} {
+		ch := accept(storage.SourceClient, c.Now())
+		ch.TemplateID = id
+		must[storage.Subscription](t)(s.ApplySubscription(ctx, ch))
+	}
+	other := accept(storage.SourceClient, c.Now())
+	other.OpenID = "o2"
+	must[storage.Subscription](t)(s.ApplySubscription(ctx, other))
+	subs := must[[]storage.Subscription](t)(s.Subscriptions(ctx, app, "o1"))
+	var ids []string
+	for _, sub := range subs {
+		ids = append(ids, sub.TemplateID)
+		if sub.App != app || sub.OpenID != "o1" || sub.Credits != 1 {
+			t.Errorf("listed %+v", sub)
+		}
+	}
+	slices.Sort(ids)
+	if want := []string{tpl, long}; !slices.Equal(ids, want) {
+		t.Errorf("o1's ledger lists templates %q, want %q", ids, want)
 	}
 }
 
