@@ -142,6 +142,9 @@ func (s *Store) Binding(ctx context.Context, app, userID string) (storage.Bindin
 	}
 	subj := s.n.binding(userID, app)
 	got, err := s.read(ctx, subj)
+	if err == nil {
+		err = s.confirm(ctx, got, subj)
+	}
 	if err != nil {
 		return storage.Binding{}, false, fmt.Errorf("read binding of %s in app %s: %w", clip(userID), clip(app), err)
 	}

@@ -214,6 +214,10 @@ func (s *Store) FollowerByUnionID(ctx context.Context, app, unionid string) (sto
 	}
 	idx := s.n.followerUnion(app, unionid)
 	got, err := s.read(ctx, idx)
+	if err == nil {
+		// Not found would make the bridge walk the follower list.
+		err = s.confirm(ctx, got, idx)
+	}
 	if err != nil {
 		return storage.Follower{}, false, fmt.Errorf("find unionid %s in %s: %w", clip(unionid), clip(app), err)
 	}

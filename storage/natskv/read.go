@@ -2,6 +2,7 @@ package natskv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -88,6 +89,82 @@ func (s *Store) get(ctx context.Context, subjects []string, found func(string, e
 	}
 	return nil
 }
+
+// confirm re-reads from the stream's leader each subject the entries say
+// holds nothing, and returns the entries with what the leader said. A
+// direct get may be answered by a replica that has not applied a write
+// another bridge just made (a bind on bridge A, then an event for that
+// user on bridge B); an absence that becomes an outcome (not_bound) or a
+// refusal (a command for a user "not bound") is confirmed first. Presence
+// needs no confirming: nothing is ever un-written but by a newer write.
+func (s *Store) confirm(ctx context.Context, got map[string]entry, subjects ...string) error {
+	for _, subj := range subjects {
+		if got[subj].present {
+			continue
+		}
+		e, err := s.leaderRead(ctx, subj)
+		if err != nil {
+			return err
+		}
+		if e.rev > got[subj].rev {
+			got[subj] = e
+			s.cache.note(subj, e)
+		}
+	}
+	return nil
+}
+
+// leaderRead reads subject's last message through the JetStream API,
+// which the stream's leader answers (direct gets, which any current
+// replica answers, are what read uses).
+func (s *Store) leaderRead(ctx context.Context, subject string) (entry, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, readTimeout)
+		defer cancel()
+	}
+	s.trips.Add(1)
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.stream, req)
+	if err != nil {
+		return entry{}, fmt.Errorf("read %s from the leader: %w", subject, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return entry{}, fmt.Errorf("read %s from the leader: %w", subject, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
+		return entry{}, nil
+	case resp.Error != nil:
+		return entry{}, fmt.Errorf("read %s from the leader: %s (%d)", subject, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return entry{}, fmt.Errorf("read %s from the leader: empty answer", subject)
+	}
+	var h nats.Header
+	if len(resp.Message.Hdrs) > 0 {
+		if h, err = nats.DecodeHeadersMsg(resp.Message.Hdrs); err != nil {
+			return entry{}, fmt.Errorf("read %s from the leader: headers: %w", subject, err)
+		}
+	}
+	return entry{rev: resp.Message.Seq, val: resp.Message.Data, present: !isMarker(h)}, nil
+}
+
+// errCodeNoMessage is JetStream's "no message found" (JSNoMessageFoundErr).
+const errCodeNoMessage = 10037
 
 // list returns what the subjects matching filter hold. One direct get
 // answers up to maxMultiGet subjects; beyond that the keys are listed
@@ -210,6 +287,10 @@ type state struct {
 	s       *Store
 	e       map[string]entry
 	assumed map[string]bool
+	// fromLeader: read from the stream's leader, not by direct gets, to
+	// confirm a decision that writes nothing but an outcome (no credit,
+	// suppressed, in doubt) before it stands.
+	fromLeader bool
 }
 
 func (s *Store) newState() *state {
@@ -234,6 +315,17 @@ func (st *state) need(ctx context.Context, subjects ...string) error {
 		}
 	}
 	if len(missing) == 0 {
+		return nil
+	}
+	if st.fromLeader {
+		for _, subj := range missing {
+			e, err := st.s.leaderRead(ctx, subj)
+			if err != nil {
+				return err
+			}
+			st.e[subj] = e
+			st.s.cache.note(subj, e)
+		}
 		return nil
 	}
 	got, err := st.s.read(ctx, missing...)

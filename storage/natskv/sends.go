@@ -52,6 +52,10 @@ func (s *Store) Lookup(ctx context.Context, l storage.Lookup) (storage.Found, er
 		subjects = append(subjects, s.n.capKey(l.CapKey))
 	}
 	got, err := s.read(ctx, subjects...)
+	if err == nil && bindSubj != "" && l.OpenID == "" && !got[recSubj].present {
+		// A first send needs the binding; not bound would be its outcome.
+		err = s.confirm(ctx, got, bindSubj)
+	}
 	if err != nil {
 		return storage.Found{}, fmt.Errorf("look up send %s: %w", printable(l.SendKey), err)
 	}
@@ -174,10 +178,17 @@ func (s *Store) Reserve(ctx context.Context, req storage.ReserveRequest) (storag
 			}
 			res = d.Result
 			if !d.Write {
-				if st.usedAssumptions() && !revalidated && res.Outcome != storage.AlreadyFinal {
-					// Nothing written checks what the decision read: decide
-					// again on fresh reads (an outcome stands whenever read).
+				// Nothing written checks what the decision read. A decision
+				// that ends the send (no credit, suppressed, in doubt) is
+				// made again on the leader's reads: a replica may not have
+				// applied the latest writes (a credit granted, a mark
+				// released, a lease renewed), or be catching up after a
+				// restart. One on assumptions is made again on fresh reads.
+				// An outcome stands whenever read; busy only waits.
+				confirm := res.Outcome == storage.NoCredit || res.Outcome == storage.Suppressed || res.Outcome == storage.InDoubt
+				if !revalidated && (confirm || (st.usedAssumptions() && res.Outcome != storage.AlreadyFinal)) {
 					st.reset()
+					st.fromLeader = confirm
 					continue
 				}
 				return nil, nil
