@@ -253,6 +253,19 @@ type Bridge struct {
 	jsCtx  jetstream.JetStream
 }
 
+// Names are the bridge's names for its event stream, durable consumer,
+// event subject prefix and own subjects' prefix, defaults applied.
+type Names struct {
+	EventStream, Consumer, EventPrefix, OutputStream, Prefix string
+}
+
+// Names returns the names the bridge uses (for tools that watch the same
+// stream and consumer: metrics, the console).
+func (b *Bridge) Names() Names {
+	return Names{EventStream: b.cfg.EventStream, Consumer: b.cfg.Consumer, EventPrefix: b.cfg.EventPrefix,
+		OutputStream: b.cfg.OutputStream, Prefix: b.cfg.Prefix}
+}
+
 // New checks cfg and returns a Bridge with no rules; set them with SetRules.
 func New(cfg Config) (*Bridge, error) {
 	cfg.setDefaults()

@@ -52,17 +52,17 @@ type consoleParts struct {
 func (s *service) buildConsole() error {
 	p := &s.console
 	p.stopping, p.stop = context.WithCancel(context.Background())
-	cfg := console.Config{Token: s.cfg.AdminToken}
+	cfg := console.Config{Token: s.cfg.AdminToken, SecureCookies: s.cfg.ConsoleSecureCookies, TrustedOrigins: s.cfg.ConsoleOrigins}
 	if cfg.Token != "" {
 		js, err := jetstream.New(s.nc)
 		if err != nil {
 			return fmt.Errorf("console: JetStream: %w", err)
 		}
 		p.js, p.model = js, console.NewModel(console.ModelConfig{})
-		bc := s.cfg.Bridge
+		n := s.bridge.Names()
 		cfg.Store, cfg.Rules, cfg.Model = s.store, &p.rules, p.model
 		cfg.InFlight = console.GaugesOf(s.bridge.Registry())
-		cfg.JetStream, cfg.EventStream, cfg.Consumer, cfg.EventPrefix = js, bc.EventStream, bc.Consumer, bc.EventPrefix
+		cfg.JetStream, cfg.EventStream, cfg.Consumer, cfg.EventPrefix = js, n.EventStream, n.Consumer, n.EventPrefix
 		cfg.Logger = s.log.With("component", "console")
 		cfg.Secrets = p.tokens.secrets
 	}
@@ -90,7 +90,8 @@ func (s *service) runConsole(ctx context.Context) (wait func()) {
 		return nil
 	})
 	if m := s.console.model; m != nil {
-		fc := console.FeedConfig{Stream: s.cfg.Bridge.OutputStream, Prefix: s.cfg.Bridge.Prefix}
+		n := s.bridge.Names()
+		fc := console.FeedConfig{Stream: n.OutputStream, Prefix: n.Prefix}
 		g.Go(func() error { return m.Follow(ctx, s.console.js, fc) })
 	}
 	return func() { _ = g.Wait() } // Follow returns only when ctx ends, with nil

@@ -118,13 +118,6 @@ func (s *service) serveCollectors() []prometheus.Collector {
 		s.log.Warn("no event backlog on /metrics", "err", err)
 		return out
 	}
-	// The bridge's defaults, as bridge.Config documents them.
-	stream, consumer := s.cfg.Bridge.EventStream, s.cfg.Bridge.Consumer
-	if stream == "" {
-		stream = "EVENTS"
-	}
-	if consumer == "" {
-		consumer = "wxbridge"
-	}
-	return append(out, newConsumerBacklog(js, stream, consumer, s.log))
+	n := s.bridge.Names()
+	return append(out, newConsumerBacklog(js, n.EventStream, n.Consumer, s.log))
 }

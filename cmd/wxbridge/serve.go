@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,8 +57,12 @@ type serveConfig struct {
 	// PushMode and PushFormat are how the emulator pushes callbacks
 	// (with --emulator).
 	PushMode, PushFormat string
-	// AdminToken enables the /v1/ admin API.
+	// AdminToken enables the /v1/ admin API and the console.
 	AdminToken string
+	// ConsoleSecureCookies and ConsoleOrigins are for a console behind a
+	// proxy that terminates TLS or rewrites Host (console.Config).
+	ConsoleSecureCookies bool
+	ConsoleOrigins       []string
 	// ReloadEvery is how often the rules file is checked for changes.
 	ReloadEvery time.Duration
 	// CommitLinger is how long a database commit waits for more writers.
@@ -99,6 +104,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	recipients := f.integer("max-recipients", "WXBRIDGE_MAX_RECIPIENTS", 5000, "recipients of one event, across its rules; those beyond get one failed/too_many_recipients result")
 	maxDeliver := f.integer("max-deliver", "WXBRIDGE_MAX_DELIVER", 40, "deliveries of an event before the server gives up on it and it is dead-lettered (must exceed --max-attempts)")
 	maxAckPending := f.integer("max-ack-pending", "WXBRIDGE_MAX_ACK_PENDING", 1000, "events all bridges hold together, with those waiting out a retry delay (the consumer's MaxAckPending; give every bridge the same)")
+	secureCookies := f.boolean("console-secure-cookies", "WXBRIDGE_CONSOLE_SECURE_COOKIES", false, "mark the console's session cookie Secure on plain HTTP too, behind a proxy that terminates TLS")
+	origins := f.String("console-origins", envOr("WXBRIDGE_CONSOLE_ORIGINS", ""), "comma-separated origins besides its own that may post to the console (https://ops.example.com), behind a proxy that rewrites Host")
 	stallAfter := f.duration("stall-after", "WXBRIDGE_STALL_AFTER", 5*time.Minute, "/readyz fails when the consumer delivered nothing new for this long while events wait")
 	if pos, err := f.parse(args); err != nil {
 		return err
@@ -116,6 +123,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.KV.Replicas, cfg.KV.LeaseTTL = *replicas, *leaseTTL
 	cfg.WeChatTimeout = *wxTimeout
 	cfg.AdminToken = os.Getenv("WXBRIDGE_ADMIN_TOKEN")
+	cfg.ConsoleSecureCookies = *secureCookies
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.ConsoleOrigins = append(cfg.ConsoleOrigins, o)
+		}
+	}
 	cfg.CommitLinger = *linger
 	cfg.ReloadEvery = 2 * time.Second
 	cfg.Bridge = bridge.Config{MaxInFlight: *inflight, MaxSends: *sends, MaxAttempts: *attempts, AckWait: *ackWait,
