@@ -266,10 +266,10 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 	r.rep.Events, r.rep.Recipients, r.rep.PublishRate = p.events, len(p.expected), p.rate
 	r.rep.Bridges, r.rep.WeChatLatencyMS = r.bridgeCount(), ms(r.sc.faults.Latency)
 
+	defer r.stopNATS() // the nodes that started, if one failed to
 	if err := r.startNATS(ctx); err != nil {
 		return r.rep, err
 	}
-	defer r.stopNATS()
 	r.rep.NATSNodes = len(r.nats)
 	r.nc, err = nats.Connect(r.natsURL(), nats.Name("wxbridge-bench"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(64<<20))
