@@ -20,6 +20,11 @@ for every result. It prints events/s, sends/s, latency from publish to the
 WeChat request and to the result, the bridge's peak RSS and CPU, and the
 lost, duplicate and in-doubt sends found by checking the emulator's record.
 
+The cluster scenarios run 1, 2 and 3 bridges (--store nats --replicas 3)
+on three NATS servers joined by routes, each a process of its own, and add
+a table of what more bridges bought (sends/s over one bridge's at the same
+WeChat latency) and the CPU a send cost the bridges and the NATS servers.
+
 Scenarios:
 `
 
@@ -34,12 +39,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	profile := f.str("profile", "", "", "write a CPU profile of the bridge per scenario into this directory")
 	bridgeEnv := f.str("bridge-env", "", "", "comma-separated KEY=VALUE added to the bridge's environment (e.g. GOGC=400)")
 	cfg := bench.Config{}
-	f.IntVar(&cfg.Events, "events", 0, "events per scenario but fanout-1000 (0: each scenario's default)")
+	f.IntVar(&cfg.Events, "events", 0, "events per scenario but fanout-1000, per bridge in cluster (0: each scenario's default)")
 	f.IntVar(&cfg.FanoutEvents, "fanout-events", 0, "events of fanout-1000, each to the whole role (0: 5)")
 	f.IntVar(&cfg.Users, "users", 1000, "bound users the events go round")
 	f.IntVar(&cfg.Fanout, "fanout", 0, "users in the role of the fan-out scenario (0: 1000)")
 	f.IntVar(&cfg.Rate, "rate", 0, "events/s of paced-1k (0: 1000)")
-	f.IntVar(&cfg.InFlight, "max-in-flight", 64, "the bridge's --max-in-flight, and the baseline's concurrency")
+	f.IntVar(&cfg.InFlight, "max-in-flight", 0, "the bridge's --max-in-flight, and the baseline's concurrency (0: 64, 8 in the cluster scenarios at 100 ms)")
 	f.IntVar(&cfg.MaxSends, "max-sends", 256, "the bridge's --max-sends")
 	f.IntVar(&cfg.Kills, "kills", 0, "SIGKILLs of the bridge in bridge-kill (0: 4)")
 	f.IntVar(&cfg.NATSRestarts, "nats-restarts", 0, "NATS restarts in nats-restart (0: 2)")

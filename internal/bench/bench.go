@@ -31,7 +31,8 @@ type Config struct {
 	// Scenarios to run, by name; empty or "all" runs every one.
 	Scenarios []string
 	// Events overrides the number of events of every scenario but the
-	// fan-out ones; FanoutEvents overrides theirs.
+	// fan-out ones (in the cluster scenarios, events per bridge);
+	// FanoutEvents overrides theirs.
 	Events, FanoutEvents int
 	// Users is how many bound users the named-user events go round.
 	// Default 1,000.
@@ -42,7 +43,9 @@ type Config struct {
 	// (events/s).
 	Rate int
 	// InFlight is the bridge's --max-in-flight and the baseline's
-	// concurrency. Default 64 (the serve default).
+	// concurrency. Default 64 (the serve default), but 8 in the cluster
+	// scenarios at 100 ms: they are about work bound by waiting, and three
+	// bridges of 64 would be bound by the CPU of a small machine instead.
 	InFlight int
 	// MaxSends is the bridge's --max-sends. Default 256.
 	MaxSends int
@@ -79,9 +82,6 @@ func (c *Config) setDefaults() error {
 	if c.Users <= 0 {
 		c.Users = 1000
 	}
-	if c.InFlight <= 0 {
-		c.InFlight = 64
-	}
 	if c.MaxSends <= 0 {
 		c.MaxSends = 256
 	}
@@ -104,8 +104,15 @@ func (c *Config) setDefaults() error {
 // does.
 func Names() [][2]string {
 	var out [][2]string
+	listed := map[string]bool{}
 	for _, s := range scenarios() {
-		out = append(out, [2]string{s.name, s.what})
+		switch {
+		case s.group == "":
+			out = append(out, [2]string{s.name, s.what})
+		case !listed[s.group]:
+			listed[s.group] = true
+			out = append(out, [2]string{s.group, groups[s.group]})
+		}
 	}
 	return out
 }
@@ -126,17 +133,22 @@ func Run(ctx context.Context, cfg Config) ([]*Report, error) {
 		chosen = all
 	} else {
 		for _, name := range cfg.Scenarios {
-			i := slices.IndexFunc(all, func(s scenario) bool { return s.name == name })
-			if i < 0 {
+			n := len(chosen)
+			for _, s := range all {
+				if s.name == name || s.group == name {
+					chosen = append(chosen, s)
+				}
+			}
+			if len(chosen) == n {
 				return nil, fmt.Errorf("%w %q", ErrUnknownScenario, name)
 			}
-			chosen = append(chosen, all[i])
 		}
 	}
 	var reports []*Report
 	var errs []error
 	for i, sc := range chosen {
 		r := &run{cfg: cfg, sc: sc, rnd: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i)))}
+		r.cfg.InFlight = cmp.Or(cfg.InFlight, sc.inFlight, 64)
 		rep, err := r.run(ctx)
 		if err != nil {
 			rep.Error = err.Error()
@@ -148,6 +160,7 @@ func Run(ctx context.Context, cfg Config) ([]*Report, error) {
 		}
 		reports = append(reports, rep)
 	}
+	compareBridges(reports)
 	return reports, errors.Join(errs...)
 }
 
@@ -159,9 +172,11 @@ type run struct {
 	rep *Report
 	dir string
 
-	nats   *natsServer
-	bridge *bridgeProc
-	nc     *nats.Conn
+	// nats is the server, or the nodes of the cluster; bridges the bridge
+	// processes. Chaos and profiles act on the first of each.
+	nats    []*natsServer
+	bridges []*bridgeProc
+	nc      *nats.Conn
 }
 
 func (r *run) progress(format string, args ...any) {
@@ -187,6 +202,9 @@ func (r *run) plan() plan {
 		p.events = r.cfg.Events
 	case r.sc.fanout > 0 && r.cfg.FanoutEvents > 0:
 		p.events = r.cfg.FanoutEvents
+	}
+	if r.sc.perBridge {
+		p.events *= r.bridgeCount()
 	}
 	if r.sc.latencyProbe && r.cfg.Rate > 0 {
 		p.rate = r.cfg.Rate
@@ -246,18 +264,14 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 	}()
 	p := r.plan()
 	r.rep.Events, r.rep.Recipients, r.rep.PublishRate = p.events, len(p.expected), p.rate
+	r.rep.Bridges, r.rep.WeChatLatencyMS = r.bridgeCount(), ms(r.sc.faults.Latency)
 
-	addr, err := freeAddr()
-	if err != nil {
+	defer r.stopNATS() // the nodes that started, if one failed to
+	if err := r.startNATS(ctx); err != nil {
 		return r.rep, err
 	}
-	r.nats = &natsServer{bin: r.cfg.Binary, dir: r.dir, addr: addr}
-	r.progress("starting NATS on %s", addr)
-	if err := r.nats.start(ctx); err != nil {
-		return r.rep, err
-	}
-	defer r.nats.stop()
-	r.nc, err = nats.Connect(r.nats.url(), nats.Name("wxbridge-bench"), nats.MaxReconnects(-1),
+	r.rep.NATSNodes = len(r.nats)
+	r.nc, err = nats.Connect(r.natsURL(), nats.Name("wxbridge-bench"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(64<<20))
 	if err != nil {
 		return r.rep, fmt.Errorf("connect to NATS: %w", err)
@@ -280,33 +294,18 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 		return r.rep, err
 	}
 	defer wx.close()
-	rulesPath := filepath.Join(r.dir, "rules.yaml")
-	if err := os.WriteFile(rulesPath, []byte(rulesYAML()), 0o600); err != nil {
-		return r.rep, err
-	}
-	listen, err := freeAddr()
-	if err != nil {
-		return r.rep, err
-	}
-	args := append([]string{"--rules", rulesPath, "--nats", r.nats.url(), "--wechat-api", wx.url,
-		"--max-in-flight", strconv.Itoa(r.cfg.InFlight), "--max-sends", strconv.Itoa(r.cfg.MaxSends),
-		"--shutdown-grace", "5s"}, r.sc.args...)
-	env := append([]string(nil), r.cfg.BridgeEnv...)
 	profile := r.cfg.ProfileDir != "" && r.sc.kills == 0 && r.sc.natsRestarts == 0
-	if profile {
-		env = append(env, "WXBRIDGE_PPROF=1")
-	}
-	r.bridge = &bridgeProc{bin: r.cfg.Binary, dir: r.dir, listen: listen, args: args, env: env}
-	r.progress("starting the bridge on %s", listen)
-	if err := r.bridge.start(ctx); err != nil {
-		return r.rep, err
-	}
-	defer r.bridge.stop()
+	defer r.stopBridges()
 	defer func() {
-		if r.bridge.cur != nil {
-			r.bridge.cur.kill() // on any early return; a no-op after stop
+		for _, b := range r.bridges {
+			if b.cur != nil {
+				b.cur.kill() // on any early return; a no-op after stop
+			}
 		}
 	}()
+	if err := r.startBridges(ctx, wx, profile); err != nil {
+		return r.rep, err
+	}
 
 	r.progress("binding %d users, %d in the role, granting %d credits", p.users, p.team, sum(p.credits))
 	if err := seed(ctx, r.nc, p.users, p.team, func(i int) int { return p.credits[i] }); err != nil {
@@ -327,8 +326,10 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 	if err != nil {
 		return r.rep, err
 	}
-	r.bridge.beginMeasure()
-	natsStart, benchStart := r.natsCPU(), selfCPU()
+	for _, b := range r.bridges {
+		b.beginMeasure()
+	}
+	natsStart, benchStart := r.natsCPUs(), selfCPU()
 
 	var bg sync.WaitGroup
 	defer bg.Wait()
@@ -338,16 +339,18 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 		if err := os.MkdirAll(r.cfg.ProfileDir, 0o755); err != nil {
 			return r.rep, err
 		}
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			path := filepath.Join(r.cfg.ProfileDir, r.sc.name+".cpu.pprof")
-			if err := r.bridge.profile(ctx, r.cfg.ProfileSeconds, path); err != nil {
-				r.progress("profile: %v", err)
-			} else {
-				r.progress("CPU profile in %s", path)
-			}
-		}()
+		for _, b := range r.bridges {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				path := filepath.Join(r.cfg.ProfileDir, r.profileName(b, "cpu"))
+				if err := b.profile(ctx, r.cfg.ProfileSeconds, path); err != nil {
+					r.progress("profile of %s: %v", b.name, err)
+				} else {
+					r.progress("CPU profile in %s", path)
+				}
+			}()
+		}
 	}
 	pubErr := make(chan error, 1)
 	bg.Add(1)
@@ -382,17 +385,33 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 	// Late duplicates (a request WeChat held through a timeout) land now.
 	time.Sleep(500 * time.Millisecond)
 	if profile {
-		// Allocations since the bridge started (setup included).
-		path := filepath.Join(r.cfg.ProfileDir, r.sc.name+".allocs.pprof")
-		if err := r.bridge.fetchProfile(ctx, "allocs", path); err != nil {
-			r.progress("allocs profile: %v", err)
+		// Allocations since each bridge started (setup included).
+		for _, b := range r.bridges {
+			path := filepath.Join(r.cfg.ProfileDir, r.profileName(b, "allocs"))
+			if err := b.fetchProfile(ctx, "allocs", path); err != nil {
+				r.progress("allocs profile of %s: %v", b.name, err)
+			}
 		}
 	}
-	r.rep.NATSCPUSeconds = (r.natsCPU() - natsStart).Seconds()
+	for i, c := range r.natsCPUs() {
+		used := max(0, c-natsStart[i]).Seconds()
+		r.rep.NATSCPUSeconds += used
+		if len(r.nats) > 1 {
+			r.rep.NATSCPUByNode = append(r.rep.NATSCPUByNode, used)
+		}
+	}
 	r.rep.BenchCPUSeconds = (selfCPU() - benchStart).Seconds()
-	r.bridge.stop()
-	r.rep.PeakRSSMiB = float64(r.bridge.peak) / (1 << 20)
-	r.rep.CPUSeconds = r.bridge.cpu.Seconds()
+	for _, b := range r.bridges {
+		b.endMeasure()
+	}
+	r.stopBridges()
+	for _, b := range r.bridges {
+		r.rep.PeakRSSMiB = max(r.rep.PeakRSSMiB, float64(b.peak)/(1<<20))
+		r.rep.CPUSeconds += b.cpu.Seconds()
+		if len(r.bridges) > 1 {
+			r.rep.CPUByBridge = append(r.rep.CPUByBridge, b.cpu.Seconds())
+		}
+	}
 	r.analyse(p, wx, pub, col)
 	if err != nil && !errors.Is(err, errIncomplete) {
 		return r.rep, err
@@ -405,13 +424,144 @@ func (r *run) run(ctx context.Context) (_ *Report, err error) {
 	return r.rep, nil
 }
 
-// natsCPU is the CPU the NATS server used so far (its current
+// natsCPUs is the CPU each NATS server used so far (its current
 // incarnation; restarts make the figure an underestimate).
-func (r *run) natsCPU() time.Duration {
-	if u, err := readUsage(r.nats.p.pid()); err == nil {
-		return u.cpu
+func (r *run) natsCPUs() []time.Duration {
+	out := make([]time.Duration, len(r.nats))
+	for i, n := range r.nats {
+		if u, err := readUsage(n.p.pid()); err == nil {
+			out[i] = u.cpu
+		}
 	}
-	return 0
+	return out
+}
+
+// natsCPU is the CPU the NATS servers used so far, together.
+func (r *run) natsCPU() time.Duration {
+	var total time.Duration
+	for _, c := range r.natsCPUs() {
+		total += c
+	}
+	return total
+}
+
+// bridgeCount is how many bridges the scenario runs.
+func (r *run) bridgeCount() int { return max(1, r.sc.bridges) }
+
+// natsURL is the URL clients are given: every node of a cluster.
+func (r *run) natsURL() string {
+	urls := make([]string, len(r.nats))
+	for i, n := range r.nats {
+		urls[i] = n.url()
+	}
+	return strings.Join(urls, ",")
+}
+
+// startNATS starts the NATS server, or the three nodes of a cluster, each
+// as a process of its own.
+func (r *run) startNATS(ctx context.Context) error {
+	if !r.sc.cluster {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		r.nats = []*natsServer{{bin: r.cfg.Binary, dir: r.dir, addr: addr}}
+		r.progress("starting NATS on %s", addr)
+		return r.nats[0].start(ctx)
+	}
+	const nodes = 3
+	addrs, err := freeAddrs(2 * nodes)
+	if err != nil {
+		return err
+	}
+	for i := range nodes {
+		var routes []string
+		for j := range nodes {
+			if j != i {
+				routes = append(routes, "nats://"+addrs[nodes+j])
+			}
+		}
+		r.nats = append(r.nats, &natsServer{bin: r.cfg.Binary, dir: r.dir, addr: addrs[i], name: fmt.Sprintf("n%d", i),
+			clusterAddr: addrs[nodes+i], routes: routes})
+	}
+	r.progress("starting a NATS cluster of %d nodes on %s", nodes, strings.Join(addrs[:nodes], ", "))
+	for _, n := range r.nats {
+		if err := n.start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) stopNATS() {
+	var wg sync.WaitGroup
+	for _, n := range r.nats {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.stop()
+		}()
+	}
+	wg.Wait()
+}
+
+// startBridges starts the scenario's bridges one after the other (the
+// first creates the streams, the consumer and the state's bucket).
+func (r *run) startBridges(ctx context.Context, wx *fakeWeChat, profile bool) error {
+	rulesPath := filepath.Join(r.dir, "rules.yaml")
+	if err := os.WriteFile(rulesPath, []byte(rulesYAML()), 0o600); err != nil {
+		return err
+	}
+	args := []string{"--rules", rulesPath, "--nats", r.natsURL(), "--wechat-api", wx.url,
+		"--max-in-flight", strconv.Itoa(r.cfg.InFlight), "--max-sends", strconv.Itoa(r.cfg.MaxSends),
+		"--shutdown-grace", "5s"}
+	if r.sc.cluster {
+		args = append(args, "--store", "nats", "--replicas", strconv.Itoa(len(r.nats)))
+	}
+	args = append(args, r.sc.args...)
+	env := append([]string(nil), r.cfg.BridgeEnv...)
+	if profile {
+		env = append(env, "WXBRIDGE_PPROF=1")
+	}
+	listens, err := freeAddrs(r.bridgeCount())
+	if err != nil {
+		return err
+	}
+	for i, listen := range listens {
+		name := "bridge"
+		if i > 0 {
+			name = fmt.Sprintf("bridge%d", i+1)
+		}
+		b := &bridgeProc{bin: r.cfg.Binary, dir: r.dir, listen: listen, name: name, args: args, env: env}
+		r.bridges = append(r.bridges, b)
+		r.progress("starting %s on %s", name, listen)
+		if err := b.start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stopBridges stops every bridge at once (SIGTERM, then SIGKILL).
+func (r *run) stopBridges() {
+	var wg sync.WaitGroup
+	for _, b := range r.bridges {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.stop()
+		}()
+	}
+	wg.Wait()
+}
+
+// profileName is the file a profile of b goes to: <scenario>.cpu.pprof
+// for the first bridge, <scenario>.bridge2.cpu.pprof for the second.
+func (r *run) profileName(b *bridgeProc, kind string) string {
+	if b.name == "bridge" {
+		return r.sc.name + "." + kind + ".pprof"
+	}
+	return r.sc.name + "." + b.name + "." + kind + ".pprof"
 }
 
 // selfCPU is the CPU the bench process used so far: the emulator, the
@@ -488,12 +638,13 @@ func (r *run) chaos(ctx context.Context, col *collector) error {
 		}
 		return false
 	}
+	bridge := r.bridges[0]
 	for k := 0; k < kills; k++ {
 		if !pause(500*time.Millisecond, 1500*time.Millisecond) {
 			return nil
 		}
 		r.progress("SIGKILL the bridge (%d of %d)", k+1, kills)
-		r.bridge.kill()
+		bridge.kill()
 		r.rep.Kills++
 		var env []string
 		if k == 0 && kills > 1 {
@@ -503,16 +654,16 @@ func (r *run) chaos(ctx context.Context, col *collector) error {
 			env = append(env, fmt.Sprintf("WXBRIDGE_FAILPOINTS=after-send=kill@%d", n))
 			r.rep.note("kill %d was a failpoint: SIGKILL right after WeChat call %d of an incarnation, before its record", k+2, n)
 		}
-		if err := r.bridge.start(ctx, env...); err != nil {
+		if err := bridge.start(ctx, env...); err != nil {
 			return fmt.Errorf("restart the bridge: %w", err)
 		}
 		if len(env) > 0 {
 			select {
-			case <-r.bridge.cur.done:
+			case <-bridge.cur.done:
 				r.progress("the bridge killed itself at the failpoint (%d of %d)", k+2, kills)
 				r.rep.Kills++
-				r.bridge.account()
-				if err := r.bridge.start(ctx); err != nil {
+				bridge.account()
+				if err := bridge.start(ctx); err != nil {
 					return fmt.Errorf("restart the bridge: %w", err)
 				}
 			case <-col.all:
@@ -533,7 +684,7 @@ func (r *run) chaos(ctx context.Context, col *collector) error {
 			how = "SIGKILL"
 		}
 		r.progress("restarting NATS with %s (%d of %d)", how, k+1, restarts)
-		if err := r.nats.restart(ctx, hard, 500*time.Millisecond); err != nil {
+		if err := r.nats[0].restart(ctx, hard, 500*time.Millisecond); err != nil {
 			return fmt.Errorf("restart NATS: %w", err)
 		}
 		r.rep.NATSRestarts++
@@ -542,17 +693,35 @@ func (r *run) chaos(ctx context.Context, col *collector) error {
 }
 
 // createStreams creates the events stream the bridge consumes (as a
-// deployment would have it) and the baseline's twin of it.
+// deployment would have it, replicated on every node of a cluster) and the
+// baseline's twin of it. A cluster that has only just started may still be
+// electing its JetStream leader: creation is tried again for a while.
 func (r *run) createStreams(ctx context.Context) error {
 	js, err := jetstream.New(r.nc)
 	if err != nil {
 		return err
 	}
-	for _, s := range []struct{ name, subject string }{{"EVENTS", "events.>"}, {baselineStream, "baseline.>"}} {
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: s.name, Subjects: []string{s.subject},
-			Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute})
-		if err != nil {
-			return fmt.Errorf("create stream %s: %w", s.name, err)
+	streams := []struct{ name, subject string }{{"EVENTS", "events.>"}}
+	if r.sc.baseline {
+		streams = append(streams, struct{ name, subject string }{baselineStream, "baseline.>"})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range streams {
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := js.CreateStream(cctx, jetstream.StreamConfig{Name: s.name, Subjects: []string{s.subject},
+				Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute, Replicas: len(r.nats)})
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || time.Now().After(deadline) {
+				return fmt.Errorf("create stream %s: %w", s.name, err)
+			}
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+			}
 		}
 	}
 	return nil
@@ -647,6 +816,9 @@ func (r *run) analyse(p plan, wx *fakeWeChat, pub *publisher, col *collector) {
 	arrivals, sends, requests := wx.snapshot()
 	rep := r.rep
 	rep.WeChatSends, rep.WeChatRequests = len(sends), requests
+	if errs := wx.emu.Errors(); len(errs) > 0 {
+		rep.WeChatErrors = errs
+	}
 	perPair := map[pairKey]int{}
 	for _, s := range sends {
 		perPair[pairKey{s.Data["character_string1"], userOf(s.ToUser)}]++

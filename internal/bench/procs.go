@@ -142,13 +142,32 @@ func readUsage(pid int) (usage, error) {
 // freeAddr returns a loopback address with a port nobody listens on now.
 // The port is reused across restarts of the process given it.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeAddrs(1)
 	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+		return "", err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
+	return addrs[0], nil
+}
+
+// freeAddrs returns n distinct free loopback addresses: each port is held
+// until all are found.
+func freeAddrs(n int) ([]string, error) {
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		held = append(held, ln)
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs, nil
 }
 
 // waitHTTP polls url until it answers 200, the process exits or ctx ends.

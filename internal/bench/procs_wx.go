@@ -7,22 +7,40 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
 
 // natsServer is `wxbridge nats-server` on a fixed port and store, so that
-// a restart comes back where clients reconnect to, with its streams.
+// a restart comes back where clients reconnect to, with its streams. In a
+// cluster it is one node: it has a name, takes routes on clusterAddr and
+// dials the other nodes' routes.
 type natsServer struct {
 	bin, dir, addr string
+	name           string // "" for the single server of most scenarios
+	clusterAddr    string
+	routes         []string
 	p              *proc
 }
 
 func (n *natsServer) url() string { return "nats://" + n.addr }
 
+// file names what belongs to this server in the scenario's directory:
+// "nats" for the single server, "nats-n0" for a cluster's node n0.
+func (n *natsServer) file() string {
+	if n.name == "" {
+		return "nats"
+	}
+	return "nats-" + n.name
+}
+
 func (n *natsServer) start(ctx context.Context) error {
-	p, err := startProc("nats-server", n.bin, []string{"nats-server", "--store", filepath.Join(n.dir, "nats"), "--listen", n.addr},
-		[]string{"WXBRIDGE_LOG_LEVEL=warn"}, filepath.Join(n.dir, "nats.log"))
+	args := []string{"nats-server", "--store", filepath.Join(n.dir, n.file()), "--listen", n.addr}
+	if n.clusterAddr != "" {
+		args = append(args, "--name", n.name, "--cluster-listen", n.clusterAddr, "--routes", strings.Join(n.routes, ","))
+	}
+	p, err := startProc(n.file(), n.bin, args, []string{"WXBRIDGE_LOG_LEVEL=warn"}, filepath.Join(n.dir, n.file()+".log"))
 	if err != nil {
 		return err
 	}
@@ -56,13 +74,16 @@ func (n *natsServer) stop() {
 	}
 }
 
-// bridgeProc is the bridge under test, `wxbridge serve`, across its
+// bridgeProc is one bridge under test, `wxbridge serve`, across its
 // incarnations: what it cost is summed (CPU) or maxed (peak RSS) over all
 // of them while measuring.
 type bridgeProc struct {
 	bin, dir, listen string
-	args             []string
-	env              []string
+	// name is "bridge" for the first bridge of a scenario, "bridge2" and
+	// on for the others; it names the log and the data directory.
+	name string
+	args []string
+	env  []string
 
 	cur          *proc
 	incarnations int
@@ -73,9 +94,13 @@ type bridgeProc struct {
 }
 
 func (b *bridgeProc) start(ctx context.Context, extraEnv ...string) error {
-	args := append([]string{"serve", "--data", filepath.Join(b.dir, "data"), "--listen", b.listen}, b.args...)
+	data := "data"
+	if b.name != "bridge" {
+		data = "data-" + b.name
+	}
+	args := append([]string{"serve", "--data", filepath.Join(b.dir, data), "--listen", b.listen}, b.args...)
 	env := append(append([]string(nil), b.env...), extraEnv...)
-	p, err := startProc("bridge", b.bin, args, env, filepath.Join(b.dir, "bridge.log"))
+	p, err := startProc(b.name, b.bin, args, env, filepath.Join(b.dir, b.name+".log"))
 	if err != nil {
 		return err
 	}
@@ -125,6 +150,13 @@ func (b *bridgeProc) kill() {
 	}
 	b.account()
 	b.cur.kill()
+}
+
+// endMeasure folds what the bridge cost into the totals and stops
+// counting, so that what it does while the others stop is not counted.
+func (b *bridgeProc) endMeasure() {
+	b.account()
+	b.measuring = false
 }
 
 func (b *bridgeProc) stop() {

@@ -19,6 +19,13 @@ type Report struct {
 	What     string `json:"what"`
 	Error    string `json:"error,omitempty"`
 
+	// Bridges is how many bridge processes shared the work, NATSNodes how
+	// many NATS servers there were (3: a cluster, the state in JetStream
+	// KV), WeChatLatencyMS how long the emulator took to answer a send.
+	Bridges         int     `json:"bridges"`
+	NATSNodes       int     `json:"nats_nodes"`
+	WeChatLatencyMS float64 `json:"wechat_latency_ms"`
+
 	Events int `json:"events"`
 	// Recipients is the number of (event, recipient) pairs expected.
 	Recipients int `json:"recipients"`
@@ -35,16 +42,28 @@ type Report struct {
 	Baseline *BaselineReport `json:"baseline,omitempty"`
 	// Ratio is the bridge's sends/s over the baseline's.
 	Ratio float64 `json:"ratio,omitempty"`
+	// Scale is, in the cluster scenarios, the sends/s over one bridge's at
+	// the same WeChat latency.
+	Scale float64 `json:"scale_vs_one_bridge,omitempty"`
 
 	ToWeChat Latency `json:"publish_to_wechat_ms"`
 	ToResult Latency `json:"publish_to_result_ms"`
 
-	PeakRSSMiB float64 `json:"peak_rss_mib"`
-	CPUSeconds float64 `json:"cpu_seconds"`
+	// PeakRSSMiB is the largest bridge's peak; CPUSeconds what the bridges
+	// used together, CPUByBridge each of several.
+	PeakRSSMiB  float64   `json:"peak_rss_mib"`
+	CPUSeconds  float64   `json:"cpu_seconds"`
+	CPUByBridge []float64 `json:"cpu_by_bridge,omitempty"`
 	// What the other processes on the machine used meanwhile: the NATS
-	// server, and the bench itself (emulator, publisher, results reader).
-	NATSCPUSeconds  float64 `json:"nats_cpu_seconds"`
-	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
+	// servers (together, and each node of a cluster), and the bench itself
+	// (emulator, publisher, results reader).
+	NATSCPUSeconds  float64   `json:"nats_cpu_seconds"`
+	NATSCPUByNode   []float64 `json:"nats_cpu_by_node,omitempty"`
+	BenchCPUSeconds float64   `json:"bench_cpu_seconds"`
+	// WeChatErrors counts the errcodes the emulator answered sends and
+	// token requests with: injected faults, and 43108 when two sends to
+	// one user overlapped (two bridges serving one user at once).
+	WeChatErrors map[int]int `json:"wechat_errors,omitempty"`
 
 	Lost              int `json:"lost"`
 	Duplicates        int `json:"duplicates"`
@@ -158,6 +177,7 @@ func PrintTable(w io.Writer, reports []*Report) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	printClusterTable(w, reports)
 	for _, r := range reports {
 		var lines []string
 		if r.Error != "" {
@@ -185,8 +205,18 @@ func PrintTable(w io.Writer, reports []*Report) {
 		if r.WeChatRequests > r.WeChatSends {
 			lines = append(lines, fmt.Sprintf("WeChat requests %d for %d accepted sends (the rest failed by fault injection)", r.WeChatRequests, r.WeChatSends))
 		}
-		lines = append(lines, fmt.Sprintf("CPU: bridge %.1f s (%.0f µs per send), NATS %.1f s, bench+emulator %.1f s, in %.1f s; setup %.1f s",
-			r.CPUSeconds, 1e6*r.CPUSeconds/float64(max(1, r.WeChatSends)), r.NATSCPUSeconds, r.BenchCPUSeconds, r.Seconds, r.SetupSeconds))
+		bridges, nats := "bridge", "NATS"
+		if len(r.CPUByBridge) > 0 {
+			bridges = fmt.Sprintf("%d bridges (%s s)", len(r.CPUByBridge), nodeList(r.CPUByBridge))
+		}
+		if len(r.NATSCPUByNode) > 0 {
+			nats = fmt.Sprintf("%d NATS nodes (%s s)", len(r.NATSCPUByNode), nodeList(r.NATSCPUByNode))
+		}
+		lines = append(lines, fmt.Sprintf("CPU: %s %.1f s (%.0f µs per send), %s %.1f s (%.0f µs per send), bench+emulator %.1f s, in %.1f s; setup %.1f s",
+			bridges, r.CPUSeconds, perSend(r.CPUSeconds, r), nats, r.NATSCPUSeconds, perSend(r.NATSCPUSeconds, r), r.BenchCPUSeconds, r.Seconds, r.SetupSeconds))
+		if n := r.WeChatErrors[43108]; n > 0 {
+			lines = append(lines, fmt.Sprintf("WeChat refused %d sends with 43108 (two sends to one user at once)", n))
+		}
 		for _, t := range r.Targets {
 			mark := "MET "
 			if !t.Met {
@@ -200,6 +230,45 @@ func PrintTable(w io.Writer, reports []*Report) {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}
+}
+
+// printClusterTable writes, for the cluster scenarios, what more bridges
+// bought and what a send cost each kind of process.
+func printClusterTable(w io.Writer, reports []*Report) {
+	var rows []*Report
+	for _, r := range reports {
+		if r.NATSNodes > 1 && r.Error == "" {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "cluster\tbridges\tWeChat ms\tsends/s\t× 1 bridge\tbridge µs/send\tNATS µs/send\tNATS CPU s by node\tbridge CPU s\tseconds\t")
+	for _, r := range rows {
+		scale := "-"
+		if r.Scale > 0 {
+			scale = fmt.Sprintf("%.2f", r.Scale)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%s\t%.0f\t%.0f\t%s\t%.1f\t%.1f\t\n", r.Scenario, r.Bridges, r.WeChatLatencyMS, r.SendsPerSec, scale,
+			perSend(r.CPUSeconds, r), perSend(r.NATSCPUSeconds, r), nodeList(r.NATSCPUByNode), r.CPUSeconds, r.Seconds)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+// perSend is CPU seconds over the run's sends, in microseconds.
+func perSend(seconds float64, r *Report) float64 {
+	return 1e6 * seconds / float64(max(1, r.WeChatSends))
+}
+
+func nodeList(secs []float64) string {
+	parts := make([]string, len(secs))
+	for i, s := range secs {
+		parts[i] = fmt.Sprintf("%.1f", s)
+	}
+	return strings.Join(parts, "/")
 }
 
 func outcomeList(m map[string]int) string {
