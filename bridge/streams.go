@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxbridge/wxbridge/internal/jsapi"
 )
 
 // provision creates the event stream (if missing), the output stream, the
@@ -19,9 +22,16 @@ func (b *Bridge) provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Generous: on a cluster that is forming, or with several bridges
+	// creating the same streams at once, requests go unanswered and are
+	// tried again (jsapi.Retry).
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if _, err := js.Stream(ctx, b.cfg.EventStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+	err = jsapi.Retry(ctx, "create stream "+b.cfg.EventStream, func(ctx context.Context) error {
+		_, err := js.Stream(ctx, b.cfg.EventStream)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err // there, or the lookup failed
+		}
 		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:        b.cfg.EventStream,
 			Description: "domain events (created by wxbridge)",
@@ -31,11 +41,13 @@ func (b *Bridge) provision(ctx context.Context) error {
 			Duplicates:  2 * time.Minute,
 			Replicas:    b.cfg.Replicas,
 		})
-		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("create stream %s: %w", b.cfg.EventStream, err)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil // another bridge made it an instant ago
 		}
-	} else if err != nil {
-		return fmt.Errorf("look up stream %s: %w", b.cfg.EventStream, err)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 
 	out := jetstream.StreamConfig{
@@ -50,11 +62,12 @@ func (b *Bridge) provision(ctx context.Context) error {
 		Duplicates: 10 * time.Minute,
 		Replicas:   b.cfg.Replicas,
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, out); err != nil {
-		return fmt.Errorf("create stream %s: %w", b.cfg.OutputStream, err)
+	if err := ensureStream(ctx, js, out); err != nil {
+		return err
 	}
-
-	if err := b.provisionConsumer(ctx, js); err != nil {
+	if err := jsapi.Retry(ctx, "create consumer "+b.cfg.Consumer, func(ctx context.Context) error {
+		return b.provisionConsumer(ctx, js)
+	}); err != nil {
 		return err
 	}
 	adv := jetstream.StreamConfig{
@@ -65,19 +78,44 @@ func (b *Bridge) provision(ctx context.Context) error {
 		MaxAge:      b.cfg.OutputMaxAge,
 		Replicas:    b.cfg.Replicas,
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, adv); err != nil {
-		return fmt.Errorf("create stream %s: %w", adv.Name, err)
+	if err := ensureStream(ctx, js, adv); err != nil {
+		return err
 	}
-	_, err = js.CreateOrUpdateConsumer(ctx, adv.Name, jetstream.ConsumerConfig{
-		Durable:     b.cfg.Consumer,
-		Description: "wxbridge: events the event consumer gave up on, to the dead-letter subject",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     time.Minute,
+	return jsapi.Retry(ctx, "create consumer "+b.cfg.Consumer+" on "+adv.Name, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateConsumer(ctx, adv.Name, jetstream.ConsumerConfig{
+			Durable:     b.cfg.Consumer,
+			Description: "wxbridge: events the event consumer gave up on, to the dead-letter subject",
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			AckWait:     time.Minute,
+		})
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s on %s: %w", b.cfg.Consumer, adv.Name, err)
-	}
-	return nil
+}
+
+// ensureStream creates a stream the bridge owns, or brings an existing one
+// to cfg. It leaves alone one that already says what cfg says: an update
+// that changes nothing is a request a busy cluster may leave unanswered.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	return jsapi.Retry(ctx, "create stream "+cfg.Name, func(ctx context.Context) error {
+		s, err := js.Stream(ctx, cfg.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			_, err = js.CreateStream(ctx, cfg)
+			return err
+		case err != nil:
+			return err
+		case sameStream(s.CachedInfo().Config, cfg):
+			return nil
+		}
+		_, err = js.UpdateStream(ctx, cfg)
+		return err
+	})
+}
+
+// sameStream reports whether have already says everything want sets.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates &&
+		have.Replicas == want.Replicas && have.Storage == want.Storage && have.Description == want.Description
 }
 
 // eventConsumerConfig is the durable pull consumer every bridge shares.

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxbridge/wxbridge/internal/jsapi"
 	"github.com/wxbridge/wxbridge/storage"
 )
 
@@ -234,35 +235,50 @@ func (s *Store) subjects() []string {
 // provision creates the stream, or adds what an existing bucket lacks. A
 // plain CreateOrUpdateKeyValue would reset the stream's subjects.
 func (s *Store) provision(ctx context.Context) error {
+	// Several bridges starting at once on a fresh cluster race to create
+	// the same stream and consumers, and some requests go unanswered:
+	// each is tried again (jsapi.Retry).
 	want := s.streamConfig()
-	if _, err := s.js.CreateStream(ctx, want); err != nil {
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("create stream %s: %w", s.stream, err)
+	err := jsapi.Retry(ctx, "create stream "+s.stream, func(ctx context.Context) error {
+		_, err := s.js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// It exists: another bridge made it (perhaps an instant ago, or
+			// an older version), or an operator with `nats kv add`.
+			return s.upgradeStream(ctx, want)
 		}
-		// It exists: another bridge made it (perhaps an instant ago, or an
-		// older version), or an operator with `nats kv add`.
-		if err := s.upgradeStream(ctx, want); err != nil {
-			return err
-		}
-	}
-	kv, err := s.js.KeyValue(ctx, s.opts.Bucket)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("bind bucket %s: %w", s.opts.Bucket, err)
+		return err
 	}
-	s.kv = kv
-	if s.outboxC, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, jetstream.ConsumerConfig{
+	err = jsapi.Retry(ctx, "bind bucket "+s.opts.Bucket, func(ctx context.Context) error {
+		kv, err := s.js.KeyValue(ctx, s.opts.Bucket)
+		s.kv = kv
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	consumer := func(what string, cfg jetstream.ConsumerConfig) (c jetstream.Consumer, err error) {
+		err = jsapi.Retry(ctx, "create "+what+" consumer", func(ctx context.Context) error {
+			c, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, cfg)
+			return err
+		})
+		return c, err
+	}
+	if s.outboxC, err = consumer("outbox", jetstream.ConsumerConfig{
 		Durable: s.opts.Bucket + "_outbox", Description: "wxbridge outbox relay, shared by every bridge",
 		FilterSubject: s.n.outboxAll(), AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.opts.OutboxAckWait,
 		MaxDeliver: -1, MaxAckPending: 8192, MaxRequestBatch: 1024,
 	}); err != nil {
-		return fmt.Errorf("create outbox consumer: %w", err)
+		return err
 	}
-	if s.dueC, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, jetstream.ConsumerConfig{
+	if s.dueC, err = consumer("schedule", jetstream.ConsumerConfig{
 		Durable: s.opts.Bucket + "_due", Description: "wxbridge deferred sends that came due, shared by every bridge",
 		FilterSubject: s.n.dueAll(), AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.opts.DueAckWait,
 		MaxDeliver: -1, MaxAckPending: 4096, MaxRequestBatch: 1024,
 	}); err != nil {
-		return fmt.Errorf("create schedule consumer: %w", err)
+		return err
 	}
 	return nil
 }
