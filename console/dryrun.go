@@ -164,25 +164,18 @@ func cardOf(p *rules.Preview) *card {
 		cd.Title = t.Name
 	}
 	if p.PageErr != nil {
-		cd.PageErr = dataReason(p.PageErr)
+		cd.PageErr = rules.ReasonOf(p.PageErr)
 	}
 	for _, k := range p.Keywords {
 		kw := cardKeyword{Key: k.Key, Label: t.Label(k.Key), Type: k.Type, Raw: k.Raw, Value: k.Value}
 		if k.Err != nil {
-			kw.Err = dataReason(k.Err)
+			kw.Err = rules.ReasonOf(k.Err)
 		}
 		cd.Keywords = append(cd.Keywords, kw)
 	}
 	return cd
 }
 
-func dataReason(err error) string {
-	var de *rules.DataError
-	if errors.As(err, &de) {
-		return de.Reason
-	}
-	return err.Error()
-}
 
 // dryRun follows the bridge's steps for each matching rule and recipient
 // (bridge/handle.go plan, bridge/send.go deliverTo) with reads only: the
@@ -193,7 +186,7 @@ func (c *Console) dryRun(ctx context.Context, set *rules.Set, ev *rules.Event, r
 	for _, m := range set.Match(ev) {
 		rr := ruleRun{Rule: m.Rule}
 		if m.Err != nil {
-			rr.Problem = "when: " + dataReason(m.Err)
+			rr.Problem = "when: " + rules.ReasonOf(m.Err)
 			rr.Recipients = []recipientRun{{Spec: "when", Verdict: "fail", Reason: "invalid_data", Detail: rr.Problem}}
 			run.Rules = append(run.Rules, rr)
 			continue

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -80,6 +81,16 @@ type DataError struct {
 	// Err is the cause, when there is one: ErrIterations, ErrValueSize,
 	// ErrWork or ErrTime for a value or condition over a limit.
 	Err error
+}
+
+// ReasonOf says why a value could not be rendered, without the rule and
+// keyword a DataError's message repeats: its Reason, or err's message.
+func ReasonOf(err error) string {
+	var de *DataError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	return err.Error()
 }
 
 func (e *DataError) Error() string {

@@ -261,7 +261,7 @@ func renderEvent(w io.Writer, set *rules.Set, ev *rules.Event) error {
 		}
 		if r.When != "" {
 			if m.Err != nil {
-				fmt.Fprintf(w, "  when:   error: %s\n", dataReason(m.Err))
+				fmt.Fprintf(w, "  when:   error: %s\n", rules.ReasonOf(m.Err))
 				failed++
 				continue
 			}
@@ -290,7 +290,7 @@ func renderEvent(w io.Writer, set *rules.Set, ev *rules.Event) error {
 		for _, k := range p.Keywords {
 			switch {
 			case k.Err != nil:
-				fmt.Fprintf(tw, "    %s\t%s\t%q → error: %s\n", k.Key, k.Type, k.Raw, dataReason(k.Err))
+				fmt.Fprintf(tw, "    %s\t%s\t%q → error: %s\n", k.Key, k.Type, k.Raw, rules.ReasonOf(k.Err))
 			case k.Raw != k.Value:
 				fmt.Fprintf(tw, "    %s\t%s\t%q → %q\n", k.Key, k.Type, k.Raw, k.Value)
 			default:
@@ -317,13 +317,6 @@ func renderEvent(w io.Writer, set *rules.Set, ev *rules.Event) error {
 	return nil
 }
 
-func dataReason(err error) string {
-	var de *rules.DataError
-	if errors.As(err, &de) {
-		return de.Reason
-	}
-	return err.Error()
-}
 
 func policyLines(r *rules.Rule, p *rules.Preview, ev *rules.Event) []string {
 	var out []string

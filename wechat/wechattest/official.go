@@ -196,6 +196,21 @@ func (c *call) officialCall() *app {
 	return a
 }
 
+// officialRequest reads the request body into req and takes the account
+// as officialCall does (nil when it answered already). badBody says the
+// body did not parse; fail unlocks the account and answers an error.
+func (c *call) officialRequest(req any) (a *app, badBody bool, fail func(code int, msg string)) {
+	body, readErr := c.body()
+	badBody = readErr != nil || json.Unmarshal(body, req) != nil
+	if a = c.officialCall(); a == nil {
+		return nil, false, nil
+	}
+	return a, badBody, func(code int, msg string) {
+		a.mu.Unlock()
+		c.fail(code, msg)
+	}
+}
+
 // templateSend serves POST /cgi-bin/message/template/send
 // (https://developers.weixin.qq.com/doc/service/api/notify/template/api_sendtemplatemessage.html
 // and https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Template_Message_Interface.html).
@@ -219,15 +234,9 @@ func (c *call) officialCall() *app {
 func (c *call) templateSend() {
 	e := c.e
 	var req officialSendRequest
-	body, readErr := c.body()
-	badBody := readErr != nil || json.Unmarshal(body, &req) != nil
-	a := c.officialCall()
+	a, badBody, fail := c.officialRequest(&req)
 	if a == nil {
 		return
-	}
-	fail := func(code int, msg string) {
-		a.mu.Unlock()
-		c.fail(code, msg)
 	}
 	now := e.opts.Now()
 	switch {
@@ -353,15 +362,9 @@ func values(data map[string]keywordField) map[string]string {
 func (c *call) bizSend() {
 	e := c.e
 	var req officialSendRequest
-	body, readErr := c.body()
-	badBody := readErr != nil || json.Unmarshal(body, &req) != nil
-	a := c.officialCall()
+	a, badBody, fail := c.officialRequest(&req)
 	if a == nil {
 		return
-	}
-	fail := func(code int, msg string) {
-		a.mu.Unlock()
-		c.fail(code, msg)
 	}
 	switch {
 	case e.quotaExhausted():
@@ -483,15 +486,9 @@ func (c *call) userInfoBatch() {
 			Lang   string `json:"lang"`
 		} `json:"user_list"`
 	}
-	body, readErr := c.body()
-	badBody := readErr != nil || json.Unmarshal(body, &req) != nil
-	a := c.officialCall()
+	a, badBody, fail := c.officialRequest(&req)
 	if a == nil {
 		return
-	}
-	fail := func(code int, msg string) {
-		a.mu.Unlock()
-		c.fail(code, msg)
 	}
 	switch {
 	case badBody:
