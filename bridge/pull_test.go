@@ -27,16 +27,7 @@ type pullRig struct {
 
 func newPullRig(t *testing.T, maxAckPending int) *pullRig {
 	t.Helper()
-	ns, err := embednats.Start(embednats.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	ns, nc := embednats.ForTest(t)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.>"}}); err != nil {

@@ -176,7 +176,6 @@ func cardOf(p *rules.Preview) *card {
 	return cd
 }
 
-
 // dryRun follows the bridge's steps for each matching rule and recipient
 // (bridge/handle.go plan, bridge/send.go deliverTo) with reads only: the
 // condition, the recipients, rendering, the binding, quiet hours now, the

@@ -3,7 +3,6 @@ package console_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,16 +18,7 @@ import (
 // bridge provisions it.
 func outputStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	ns, err := embednats.Start(embednats.Options{StoreDir: filepath.Join(t.TempDir(), "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	_, nc := embednats.ForTest(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -142,16 +132,7 @@ func TestFeedSharedStreamAcrossBridges(t *testing.T) {
 // A console that reads nothing yet (the bridge has not created the stream)
 // says why, and starts reading once the stream is there.
 func TestFeedWaitsForStream(t *testing.T) {
-	ns, err := embednats.Start(embednats.Options{StoreDir: filepath.Join(t.TempDir(), "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	_, nc := embednats.ForTest(t)
 	js, _ := jetstream.New(nc)
 	m := follow(t, js, console.ModelConfig{})
 	waitFor(t, "the missing stream to be reported", func() bool { return m.Status().LastErr != "" })

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,16 +65,7 @@ func TestTokenFetchFailuresMetric(t *testing.T) {
 // and delivered but not acked. When the consumer cannot be read the
 // series are left out, not frozen at their last value.
 func TestConsumerBacklogMetrics(t *testing.T) {
-	ns, err := embednats.Start(embednats.Options{StoreDir: filepath.Join(t.TempDir(), "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	_, nc := embednats.ForTest(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

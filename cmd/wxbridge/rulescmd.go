@@ -317,7 +317,6 @@ func renderEvent(w io.Writer, set *rules.Set, ev *rules.Event) error {
 	return nil
 }
 
-
 func policyLines(r *rules.Rule, p *rules.Preview, ev *rules.Event) []string {
 	var out []string
 	pol := r.Policy
