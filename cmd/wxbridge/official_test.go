@@ -107,15 +107,6 @@ func statement(id, user string) map[string]any {
 		"month": "2026-10", "created_at": "2026-11-01 09:00"}
 }
 
-// waitFor polls cond until it holds or waitLimit passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(waitLimit); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", waitLimit, what)
-		}
-	}
-}
 
 // resultsByEvent reads results until every id has a final one that is
 // not a delivery receipt (and, with receipts, one of those too).
@@ -155,7 +146,7 @@ func TestOfficialAccountFallback(t *testing.T) {
 		// Alice follows the service account: WeChat pushes subscribe to
 		// the account's own callback.
 		emu.Follow(oaID, "oa-alice")
-		waitFor(t, "the follow push", func() bool {
+		waitUntil(t, "the follow push", func() bool {
 			f, ok, _ := h.svc.store.Follower(ctx, "oa", "oa-alice")
 			return ok && f.Following
 		})
@@ -168,7 +159,7 @@ func TestOfficialAccountFallback(t *testing.T) {
 			first.Template != "statement_issued" || first.OpenID != "o-alice" {
 			t.Errorf("evt-1: %+v", first)
 		}
-		waitFor(t, "evt-2's delivery receipt", func() bool {
+		waitUntil(t, "evt-2's delivery receipt", func() bool {
 			got = h.resultsByEvent(3)
 			return receiptOf(got["evt-2"]) != nil
 		})
@@ -198,13 +189,13 @@ func TestOfficialAccountFallback(t *testing.T) {
 
 		// Alice unfollows: nothing reaches her any more.
 		emu.Unfollow(oaID, "oa-alice")
-		waitFor(t, "the unfollow push", func() bool {
+		waitUntil(t, "the unfollow push", func() bool {
 			f, ok, _ := h.svc.store.Follower(ctx, "oa", "oa-alice")
 			return ok && !f.Following
 		})
 		h.publish("statement.issued", "evt-3", statement("S-3", "u-17"))
 		var third bridge.Result
-		waitFor(t, "evt-3's result", func() bool {
+		waitUntil(t, "evt-3's result", func() bool {
 			third = finalOf(h.resultsByEvent(4)["evt-3"])
 			return third.Status != ""
 		})
@@ -264,7 +255,7 @@ func TestOfficialAccountFollowerFromBefore(t *testing.T) {
 		h.publish("notice.posted", "evt-c", statement("S-c", "u-carol"))
 		h.publish("notice.posted", "evt-n", statement("S-n", "u-nobody"))
 		var bob, carol, nobody bridge.Result
-		waitFor(t, "three results", func() bool {
+		waitUntil(t, "three results", func() bool {
 			got := h.resultsByEvent(3)
 			bob, carol, nobody = finalOf(got["evt-b"]), finalOf(got["evt-c"]), finalOf(got["evt-n"])
 			return bob.Status != "" && carol.Status != "" && nobody.Status != ""
@@ -425,7 +416,7 @@ func TestOfficialAccountSubscriptionNotification(t *testing.T) {
 			t.Fatalf("bind: %+v", bind)
 		}
 		emu.Subscribe(oaID, "oa-fay", map[string]string{"TPL_arrival_oa": "accept"})
-		waitFor(t, "the popup on the account's callback", func() bool {
+		waitUntil(t, "the popup on the account's callback", func() bool {
 			s, ok, _ := h.svc.store.Subscription(context.Background(), "oa", "oa-fay", "TPL_arrival_oa")
 			return ok && s.Credits == 1 && s.UserID == "u-fay"
 		})
@@ -433,7 +424,7 @@ func TestOfficialAccountSubscriptionNotification(t *testing.T) {
 		first := finalOf(h.resultsByEvent(1)["a-1"])
 		h.publish("goods.arrived", "a-2", map[string]any{"user_id": "u-fay", "text": "又到货", "ref": "A2"})
 		var second bridge.Result
-		waitFor(t, "a-2's result", func() bool {
+		waitUntil(t, "a-2's result", func() bool {
 			second = finalOf(h.resultsByEvent(2)["a-2"])
 			return second.Status != ""
 		})
