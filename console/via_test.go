@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wxbridge/wxbridge/bridge"
 	"github.com/wxbridge/wxbridge/storage"
 )
 
@@ -290,6 +291,55 @@ func TestDryRunViaChannelProblem(t *testing.T) {
 	} {
 		if row := recipientRow(via, `data-user="`+user+`"`); !strings.Contains(row, want) {
 			t.Errorf("%s: no %q in the row:\n%s", user, want, row)
+		}
+	}
+}
+
+// The person page shows how a person is known in each official account,
+// and which template and channel each result went by; the event page the
+// channel of each outcome.
+func TestPersonAndEventChannels(t *testing.T) {
+	f := newHandlerFor(t, adminToken, false, parseRules(t, viaRules))
+	resp := f.login(t, adminToken)
+	body(t, resp)
+	c := sessionCookie(resp)
+	viaPeople(f.store)
+
+	res := bridge.Result{EventID: "e-oa", EventType: "statement.issued", Rule: "statement-via", App: "service", TemplateID: "TPL_oa_statement",
+		Template: "statement_issued_oa", Channel: "template_message", UserID: "u-follow", OpenID: "oa-follow", Status: "sent", At: t0}
+	data, _ := json.Marshal(res)
+	if err := f.model.Apply("wxbridge.results.statement.issued", nil, data, t0, false); err != nil {
+		t.Fatal(err)
+	}
+	f.store.sends["e-oa"] = []storage.SendRecord{{Key: "k", EventID: "e-oa", EventType: "statement.issued", Rule: "statement-via",
+		App: "service", TemplateID: "TPL_oa_statement", UserID: "u-follow", OpenID: "oa-follow", State: "sent", Attempts: 1, UpdatedAt: t0}}
+
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"/console/person?q=u-follow", []string{
+			`<tr class="account" data-app="service" data-by="unionid" data-state="following">`, `<code class="openid">oa-follow</code>`,
+			`data-app="service" data-channel="template_message"`, `statement_issued_oa <small>(template_message of service)</small>`,
+			// the account's ledger of the openid found by unionid
+			`<tr data-template="TPL_oa_notice">`}},
+		{"/console/person?q=u-gone", []string{`data-by="unionid" data-state="unfollowed"`}},
+		{"/console/person?q=u-nouid", []string{`data-app="service" data-by="" data-state="no_unionid"`}},
+		{"/console/person?q=u-unknown", []string{`data-by="unionid" data-state="unknown"`, "not known as a follower"}},
+		{"/console/person?q=u-oa", []string{`data-app="service" data-by="binding" data-state="following"`, "oa-direct"}},
+		{"/console/person?q=oa-follow", []string{"User <code>u-follow</code>"}}, // an account's openid, by its unionid
+		{"/console/event?id=e-oa", []string{`data-app="service" data-channel="template_message"`, `statement_issued_oa <small>(template_message of service)</small>`}},
+	} {
+		resp := f.get(t, tc.path, c)
+		b := body(t, resp)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d", tc.path, resp.StatusCode)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(b, w) {
+				t.Errorf("%s: no %q", tc.path, w)
+			}
 		}
 	}
 }
