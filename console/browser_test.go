@@ -182,3 +182,39 @@ func expectedCard(t *testing.T, set *rules.Set, evJSON string) map[string]string
 	}
 	return out
 }
+
+// A dry run of a rule with via, in a browser: one card per channel, those
+// someone would get marked, and each recipient's row links the card it
+// would get.
+func TestDryRunViaInBrowser(t *testing.T) {
+	f := newHandlerFor(t, adminToken, false, parseRules(t, viaRules))
+	viaPeople(f.store)
+	b := browsertest.Start(t)
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	b.Do("log in", chromedp.Navigate(f.srv.URL+"/console/rules"), chromedp.WaitVisible(css("#token")),
+		chromedp.SetValue(css("#token"), adminToken), chromedp.Click(css("#login")), chromedp.WaitVisible(css("#dryrun-event")))
+	b.Do("dry run", chromedp.SetValue(css("#dryrun-type"), "statement.issued"), chromedp.SetValue(css("#dryrun-event"), viaEvent(t)),
+		chromedp.Click(css("#dryrun")), chromedp.WaitVisible(css("#dryrun-result")))
+	via := `article.rulerun[data-rule="statement-via"] `
+	if n := b.Count(via + `.wxcard`); n != 2 {
+		t.Errorf("%d cards for a rule with two channels", n)
+	}
+	if n := b.Count(via + `.wxcard.chosen`); n != 2 {
+		t.Errorf("%d cards marked as sent, want both (u-mp by the first, u-follow and u-oa by the second)", n)
+	}
+	row := via + `tr.recipient[data-user="u-follow"]`
+	if got := strings.Join(strings.Fields(b.Text(row+` td:nth-child(4)`)), " "); got != "send" {
+		t.Errorf("u-follow would %q, want send", got)
+	}
+	if got := strings.Join(strings.Fields(b.Text(row+` td.by`)), " "); got != "2. statement_issued_oa (template_message of service)" {
+		t.Errorf("u-follow would go by %q", got)
+	}
+	b.Do("follow the link to the card", chromedp.Click(css(row+` td.by a`)))
+	if loc := b.Location(); !strings.HasSuffix(loc, "#card-statement-via-2") {
+		t.Errorf("the row links to %s", loc)
+	}
+	if got := strings.Join(strings.Fields(b.Text(via+`tr.recipient[data-user="u-gone"] td:nth-child(4)`)), " "); got != "skip not_subscribed" {
+		t.Errorf("u-gone would %q, want skip not_subscribed", got)
+	}
+	b.Shot("09-rules-dry-run-via")
+}

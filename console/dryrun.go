@@ -39,8 +39,8 @@ type rulesView struct {
 
 // appView is what the console shows of an app: never its secrets.
 type appView struct {
-	Name, AppID, State, Lang, Subscriptions, TimeZone string
-	Encrypted                                         bool // it has an AES key (safe mode pushes)
+	Name, Kind, AppID, State, Lang, Subscriptions, TimeZone string
+	Encrypted                                               bool // it has an AES key (safe mode pushes)
 }
 
 func (c *Console) rulesView() rulesView {
@@ -50,7 +50,7 @@ func (c *Console) rulesView() rulesView {
 		return v
 	}
 	for _, a := range st.Set.Apps {
-		v.Apps = append(v.Apps, appView{Name: a.Name, AppID: a.AppID, State: a.State, Lang: a.Lang, Subscriptions: a.Subscriptions,
+		v.Apps = append(v.Apps, appView{Name: a.Name, Kind: a.Kind, AppID: a.AppID, State: a.State, Lang: a.Lang, Subscriptions: a.Subscriptions,
 			TimeZone: a.TimeZone, Encrypted: a.AESKey != ""})
 	}
 	slices.SortFunc(v.Apps, func(a, b appView) int { return strings.Compare(a.Name, b.Name) })
@@ -121,22 +121,49 @@ type dryRun struct {
 }
 
 type ruleRun struct {
-	Rule           *rules.Rule
-	Problem        string // the rule cannot be rendered for this event: every recipient fails
-	Card           *card
-	CardText       string // the same card as `wxbridge rules render` draws it
+	Rule *rules.Rule
+	// Problem: the rule cannot be rendered for this event, and every
+	// recipient fails. A channel of several that cannot be rendered fails
+	// only the recipients it reaches: its card says so.
+	Problem string
+	// Cards are the rule's messages, one per channel in the order they are
+	// tried, as `wxbridge rules render` numbers them.
+	Cards          []*card
+	CardText       string // the same cards as `wxbridge rules render` draws them
 	Quiet          string
 	Notes          []string
 	Recipients     []recipientRun
 	MoreRecipients int
 }
 
-// card is the subscribe message WeChat would show.
+// Several reports whether the rule has more than one channel (via).
+func (rr ruleRun) Several() bool { return len(rr.Cards) > 1 }
+
+// maxCardGets bounds the recipients a card lists as getting it; the rest
+// are counted.
+const maxCardGets = 10
+
+// card is the message WeChat would show for one channel of a rule.
 type card struct {
+	Index    int // 1-based: the order the channel is tried in
+	Template string
+	App      string
+	Channel  string // rules.ChannelSubscribeMessage...
 	Title    string
 	Keywords []cardKeyword
-	Page     string
-	PageErr  string
+	// Page is the Mini Program page the card opens: a subscribe message's,
+	// or for an official account's card the page of the Mini Program Opens
+	// names. URL is the web page an official account's card opens.
+	Page, PageErr string
+	Opens         string
+	URL, URLErr   string
+	// Problem is why this channel's message cannot be rendered: every
+	// recipient it would reach fails with invalid_data.
+	Problem string
+	// Gets are the recipients that would get this card (up to
+	// maxCardGets), GetsMore how many more.
+	Gets     []string
+	GetsMore int
 }
 
 type cardKeyword struct {
@@ -147,39 +174,98 @@ type cardKeyword struct {
 
 // recipientRun is what would happen to one recipient.
 type recipientRun struct {
-	Spec    string // the recipient spec it came from
-	UserID  string
+	Spec   string // the recipient spec it came from
+	UserID string
+	// OpenID is the openid the message would go to, in By's app; else the
+	// recipient's openid in the first channel's app, if known.
 	OpenID  string
 	Verdict string // send, skip or fail
 	Reason  string // as a result would say it: not_bound, not_subscribed...
-	Detail  string
+	// Detail says why; a recipient no channel of several reaches has, as
+	// the result's errmsg would, every channel's reason.
+	Detail string
+	// By is the channel that decides: the one the message would go by (or
+	// fail, or wait for the end of quiet hours on). Nil when none does.
+	By *channelRun
+	// Tried are the channels judged, in order, By last when set.
+	Tried []channelRun
 }
 
-// cardOf draws a rule's preview as the card WeChat shows: the one place
-// that knows how a preview becomes a card.
-func cardOf(p *rules.Preview) *card {
-	t := p.Rule.Template
-	cd := &card{Title: t.Title, Page: p.Page}
+// channelRun is what one channel would do for a recipient.
+type channelRun struct {
+	Index    int // the channel's card
+	Template string
+	App      string
+	Channel  string
+	OpenID   string // the recipient's openid in App, when known
+	Verdict  string
+	Reason   string
+	Detail   string
+}
+
+// channelPlan is one channel of a rule for one event: what bridge/channels.go
+// calls a route.
+type channelPlan struct {
+	index     int
+	tpl       *rules.Template
+	app       *rules.App
+	renderErr error // the event cannot be rendered for this channel
+}
+
+// renderErr is the error RenderFor would meet for the channel, in its
+// order: a subscribe message's page, else the web page and the page of
+// the Mini Program the card opens; then the keywords in template order.
+func renderErr(cp rules.ChannelPreview) error {
+	if cp.Template.Channel() != rules.ChannelSubscribeMessage && cp.URLErr != nil {
+		return cp.URLErr
+	}
+	if cp.PageErr != nil {
+		return cp.PageErr
+	}
+	for _, k := range cp.Keywords {
+		if k.Err != nil {
+			return k.Err
+		}
+	}
+	return nil
+}
+
+// cardOf draws one channel's preview as the card WeChat shows: the one
+// place that knows how a preview becomes a card.
+func cardOf(cp rules.ChannelPreview, i int) *card {
+	t := cp.Template
+	cd := &card{Index: i + 1, Template: t.Name, App: t.App, Channel: t.Channel(), Title: t.Title, Page: cp.Page, URL: cp.URL}
 	if cd.Title == "" {
 		cd.Title = t.Name
 	}
-	if p.PageErr != nil {
-		cd.PageErr = rules.ReasonOf(p.PageErr)
+	if cd.Channel != rules.ChannelSubscribeMessage {
+		cd.Opens = t.Opens
 	}
-	for _, k := range p.Keywords {
+	if cp.PageErr != nil {
+		cd.PageErr = rules.ReasonOf(cp.PageErr)
+	}
+	if cp.URLErr != nil {
+		cd.URLErr = rules.ReasonOf(cp.URLErr)
+	}
+	for _, k := range cp.Keywords {
 		kw := cardKeyword{Key: k.Key, Label: t.Label(k.Key), Type: k.Type, Raw: k.Raw, Value: k.Value}
 		if k.Err != nil {
 			kw.Err = rules.ReasonOf(k.Err)
 		}
 		cd.Keywords = append(cd.Keywords, kw)
 	}
+	if err := renderErr(cp); err != nil {
+		cd.Problem = err.Error()
+	}
 	return cd
 }
 
 // dryRun follows the bridge's steps for each matching rule and recipient
-// (bridge/handle.go plan, bridge/send.go deliverTo) with reads only: the
-// condition, the recipients, rendering, the binding, quiet hours now, the
-// ledger. Dedupe windows and frequency caps are not checked.
+// (bridge/handle.go plan, bridge/send.go deliverTo, bridge/channels.go
+// reach) with reads only: the condition, the recipients, rendering, each
+// channel in order (the binding, or the follower found by unionid in an
+// official account), quiet hours now, the ledger. Dedupe windows and
+// frequency caps are not checked, nor what WeChat itself would answer.
 func (c *Console) dryRun(ctx context.Context, set *rules.Set, ev *rules.Event, run *dryRun) error {
 	run.Event = ev
 	for _, m := range set.Match(ev) {
@@ -191,11 +277,25 @@ func (c *Console) dryRun(ctx context.Context, set *rules.Set, ev *rules.Event, r
 			continue
 		}
 		p := m.Rule.Preview(ev)
-		rr.Card, rr.CardText = cardOf(p), p.Card()
-		if err := p.Err(); err != nil {
-			rr.Problem = err.Error()
+		rr.CardText = p.Card()
+		plans := make([]channelPlan, len(p.Channels))
+		for i, cp := range p.Channels {
+			rr.Cards = append(rr.Cards, cardOf(cp, i))
+			plans[i] = channelPlan{index: i + 1, tpl: cp.Template, app: cp.Template.Application(), renderErr: renderErr(cp)}
 		}
-		if err := c.dryRunRecipients(ctx, m.Rule, p, &rr); err != nil {
+		var dedupeErr error
+		if m.Rule.Policy.Dedupe != nil {
+			dedupeErr = p.DedupeErr
+		}
+		switch {
+		case p.RecipientsErr != nil:
+			rr.Problem = p.RecipientsErr.Error()
+		case len(plans) == 1 && plans[0].renderErr != nil:
+			rr.Problem = plans[0].renderErr.Error()
+		case dedupeErr != nil:
+			rr.Problem = dedupeErr.Error()
+		}
+		if err := c.dryRunRecipients(ctx, m.Rule, p, plans, dedupeErr, &rr); err != nil {
 			return err
 		}
 		run.Rules = append(run.Rules, rr)
@@ -203,19 +303,10 @@ func (c *Console) dryRun(ctx context.Context, set *rules.Set, ev *rules.Event, r
 	return nil
 }
 
-func (c *Console) dryRunRecipients(ctx context.Context, r *rules.Rule, p *rules.Preview, rr *ruleRun) error {
+func (c *Console) dryRunRecipients(ctx context.Context, r *rules.Rule, p *rules.Preview, plans []channelPlan, dedupeErr error, rr *ruleRun) error {
 	if p.RecipientsErr != nil {
 		rr.Recipients = []recipientRun{{Spec: "to", Verdict: "fail", Reason: "invalid_data", Detail: p.RecipientsErr.Error()}}
 		return nil
-	}
-	renderErr := p.PageErr
-	for _, k := range p.Keywords {
-		if renderErr == nil {
-			renderErr = k.Err
-		}
-	}
-	if renderErr == nil && r.Policy.Dedupe != nil {
-		renderErr = p.DedupeErr
 	}
 	now := c.cfg.Now()
 	if q := r.Policy.QuietHours; q != nil {
@@ -229,6 +320,9 @@ func (c *Console) dryRunRecipients(ctx context.Context, r *rules.Rule, p *rules.
 	}
 	if r.Policy.Dedupe != nil || r.Policy.Cap != nil {
 		rr.Notes = append(rr.Notes, "dedupe windows and frequency caps are not checked by a dry run")
+	}
+	if len(plans) > 1 {
+		rr.Notes = append(rr.Notes, "a channel WeChat refuses (43101 no subscription, 43004 not following) passes the recipient to the next; a dry run cannot know")
 	}
 	seen := map[string]bool{}
 	add := func(run recipientRun) {
@@ -272,68 +366,246 @@ func (c *Console) dryRunRecipients(ctx context.Context, r *rules.Rule, p *rules.
 		if run.Verdict != "" {
 			continue
 		}
-		if err := c.judge(ctx, r, run, renderErr, rr.Quiet); err != nil {
+		if err := c.judge(ctx, r, plans, dedupeErr, run, rr.Quiet); err != nil {
 			return err
+		}
+		if run.Verdict == "send" && run.By != nil {
+			cd := rr.Cards[run.By.Index-1]
+			who := run.UserID
+			if who == "" {
+				who = run.OpenID
+			}
+			if len(cd.Gets) < maxCardGets {
+				cd.Gets = append(cd.Gets, who)
+			} else {
+				cd.GetsMore++
+			}
 		}
 	}
 	return nil
 }
 
-// judge decides what would happen to one recipient.
-func (c *Console) judge(ctx context.Context, r *rules.Rule, run *recipientRun, renderErr error, quiet string) error {
+// judge decides what would happen to one recipient: bridge/send.go
+// deliverTo, channel by channel.
+func (c *Console) judge(ctx context.Context, r *rules.Rule, plans []channelPlan, dedupeErr error, run *recipientRun, quiet string) error {
 	st := c.cfg.Store
-	if renderErr != nil {
-		run.Verdict, run.Reason, run.Detail = "fail", "invalid_data", renderErr.Error()
+	named := run.OpenID
+	if named != "" {
+		// An openid is one app's: the rule's first.
+		plans = plans[:1]
+		if run.UserID == "" {
+			u, ok, err := st.UserByOpenID(ctx, r.App.Name, named)
+			if err != nil {
+				return fmt.Errorf("user of %s in %s: %w", named, r.App.Name, err)
+			}
+			if ok {
+				run.UserID = u
+			}
+		}
+	}
+	decide := func(cr channelRun, verdict, reason, detail string) {
+		cr.Verdict, cr.Reason, cr.Detail = verdict, reason, detail
+		run.Tried = append(run.Tried, cr)
+		run.By = &run.Tried[len(run.Tried)-1]
+		run.Verdict, run.Reason, run.Detail = verdict, reason, detail
+		if cr.OpenID != "" {
+			run.OpenID = cr.OpenID
+		}
+	}
+	if len(plans) == 1 && plans[0].renderErr != nil {
+		decide(channelRunOf(plans[0], named), "fail", "invalid_data", plans[0].renderErr.Error())
 		return nil
 	}
-	if run.OpenID == "" {
-		b, ok, err := st.Binding(ctx, r.App.Name, run.UserID)
+	if dedupeErr != nil {
+		run.Verdict, run.Reason, run.Detail = "fail", "invalid_data", dedupeErr.Error()
+		return nil
+	}
+	for _, pl := range plans {
+		cr := channelRunOf(pl, named)
+		openid, reason, detail, err := c.reach(ctx, r, pl, run.UserID, named)
 		if err != nil {
-			return fmt.Errorf("binding of %s in %s: %w", run.UserID, r.App.Name, err)
+			return err
 		}
-		if !ok {
-			run.Verdict, run.Reason, run.Detail = "skip", "not_bound", "no openid bound in app "+r.App.Name
+		if reason != "" {
+			cr.Verdict, cr.Reason, cr.Detail = "skip", reason, detail
+			run.Tried = append(run.Tried, cr)
+			continue
+		}
+		cr.OpenID = openid
+		if pl.renderErr != nil {
+			decide(cr, "fail", "invalid_data", pl.renderErr.Error())
 			return nil
 		}
-		run.OpenID = b.OpenID
-	} else if run.UserID == "" {
-		if u, ok, err := st.UserByOpenID(ctx, r.App.Name, run.OpenID); err != nil {
-			return fmt.Errorf("user of %s in %s: %w", run.OpenID, r.App.Name, err)
-		} else if ok {
-			run.UserID = u
+		if quiet != "" {
+			decide(cr, "skip", "quiet_hours", quiet)
+			return nil
+		}
+		ok, reason, credit, err := c.credit(ctx, pl, openid)
+		if err != nil {
+			return err
+		}
+		detail = joinDetail(detail, credit)
+		if !ok {
+			cr.Verdict, cr.Reason, cr.Detail = "skip", reason, detail
+			run.Tried = append(run.Tried, cr)
+			continue
+		}
+		decide(cr, "send", "", detail)
+		return nil
+	}
+	// None reaches the recipient: skipped with the first channel's reason,
+	// and every channel's in the detail as the result's errmsg has them.
+	first := run.Tried[0]
+	run.Verdict, run.Reason, run.Detail = "skip", first.Reason, first.Detail
+	if first.OpenID != "" && run.OpenID == "" {
+		run.OpenID = first.OpenID
+	}
+	if len(run.Tried) > 1 {
+		parts := make([]string, len(run.Tried))
+		for i, t := range run.Tried {
+			parts[i] = t.Template + ": " + t.Reason
+		}
+		run.Detail = strings.Join(parts, "; ")
+	}
+	return nil
+}
+
+func channelRunOf(pl channelPlan, openid string) channelRun {
+	return channelRun{Index: pl.index, Template: pl.tpl.Name, App: pl.app.Name, Channel: pl.tpl.Channel(), OpenID: openid}
+}
+
+func joinDetail(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+// reach finds the recipient's openid in the channel's app, or the reason
+// it has none, as bridge/channels.go reach does, with reads only: where
+// the bridge would list an official account's followers (a unionid it has
+// not seen), the dry run says so and counts the person as not following.
+func (c *Console) reach(ctx context.Context, r *rules.Rule, pl channelPlan, userID, named string) (openid, reason, detail string, err error) {
+	st := c.cfg.Store
+	app := pl.app.Name
+	if named != "" {
+		return named, "", "", nil
+	}
+	if pl.app.Kind != rules.AppOfficialAccount {
+		b, ok, err := st.Binding(ctx, app, userID)
+		if err != nil {
+			return "", "", "", fmt.Errorf("binding of %s in %s: %w", userID, app, err)
+		}
+		if !ok {
+			return "", "not_bound", "no openid bound in app " + app, nil
+		}
+		return b.OpenID, "", "", nil
+	}
+	tm := pl.tpl.Channel() == rules.ChannelTemplateMessage
+	// A binding in the account itself is used first...
+	own, bound, err := st.Binding(ctx, app, userID)
+	if err != nil {
+		return "", "", "", fmt.Errorf("binding of %s in %s: %w", userID, app, err)
+	}
+	if bound {
+		if !tm {
+			return own.OpenID, "", "bound in " + app, nil
+		}
+		f, known, err := st.Follower(ctx, app, own.OpenID)
+		if err != nil {
+			return "", "", "", fmt.Errorf("follower %s of %s: %w", own.OpenID, app, err)
+		}
+		switch {
+		case !known:
+			return own.OpenID, "", "bound in " + app + "; not known as a follower: WeChat decides", nil
+		case !f.Following:
+			return "", "not_following", "bound in " + app + ", and unfollowed it " + c.followSeen(f), nil
+		}
+		return own.OpenID, "", "bound in " + app + ", follows it", nil
+	}
+	// ...else the person is found by a unionid: the one of their binding
+	// in the rule's first app (the bridge's lookup), else any.
+	unionid, from := "", ""
+	if b, ok, err := st.Binding(ctx, r.App.Name, userID); err != nil {
+		return "", "", "", fmt.Errorf("binding of %s in %s: %w", userID, r.App.Name, err)
+	} else if ok && b.UnionID != "" {
+		unionid, from = b.UnionID, b.App
+	}
+	if unionid == "" {
+		all, err := st.Bindings(ctx, userID)
+		if err != nil {
+			return "", "", "", fmt.Errorf("bindings of %s: %w", userID, err)
+		}
+		if len(all) == 0 {
+			return "", "not_bound", "no binding in any app: nothing to find them in " + app + " by", nil
+		}
+		for _, b := range all {
+			if b.UnionID != "" {
+				unionid, from = b.UnionID, b.App
+				break
+			}
+		}
+		if unionid == "" {
+			return "", "no_unionid", fmt.Sprintf("none of their %s carries a unionid to find them in %s by", plural(len(all), "binding"), app), nil
 		}
 	}
-	if quiet != "" {
-		run.Verdict, run.Reason, run.Detail = "skip", "quiet_hours", quiet
-		return nil
-	}
-	if r.App.Subscriptions == rules.SubscriptionsWeChat {
-		run.Verdict, run.Detail = "send", "app "+r.App.Name+" lets WeChat check subscriptions"
-		return nil
-	}
-	subs, err := st.Subscriptions(ctx, r.App.Name, run.OpenID)
+	by := "unionid " + unionid + " (bound in " + from + ")"
+	f, ok, err := st.FollowerByUnionID(ctx, app, unionid)
 	if err != nil {
-		return fmt.Errorf("ledger of %s in %s: %w", run.OpenID, r.App.Name, err)
+		return "", "", "", fmt.Errorf("follower with unionid %s in %s: %w", unionid, app, err)
 	}
-	sub := storage.Subscription{Kind: r.Template.Kind}
-	found := false
+	switch {
+	case !ok:
+		return "", "not_following", by + " is not known as a follower; the bridge would list the account's followers first", nil
+	case !f.Following && tm:
+		return "", "not_following", by + ": " + f.OpenID + " unfollowed " + app + " " + c.followSeen(f), nil
+	case !f.Following:
+		return f.OpenID, "", by + ": " + f.OpenID + " in " + app + ", not following it", nil
+	}
+	return f.OpenID, "", by + ": " + f.OpenID + " follows " + app, nil
+}
+
+// followSeen says where and when a follower's state was learnt.
+func (c *Console) followSeen(f storage.Follower) string {
+	return "(" + f.Source + ", " + c.when(f.UpdatedAt) + ")"
+}
+
+// credit says whether the ledger lets the channel send to openid, as the
+// reservation would decide (storage.DecideReserve): a template message and
+// an app whose subscriptions WeChat checks need none.
+func (c *Console) credit(ctx context.Context, pl channelPlan, openid string) (ok bool, reason, detail string, err error) {
+	switch {
+	case pl.tpl.Channel() == rules.ChannelTemplateMessage:
+		return true, "", "", nil
+	case pl.app.Subscriptions == rules.SubscriptionsWeChat:
+		return true, "", "app " + pl.app.Name + " lets WeChat check subscriptions", nil
+	}
+	subs, err := c.cfg.Store.Subscriptions(ctx, pl.app.Name, openid)
+	if err != nil {
+		return false, "", "", fmt.Errorf("ledger of %s in %s: %w", openid, pl.app.Name, err)
+	}
+	sub, found := storage.Subscription{}, false
 	for _, s := range subs {
-		if s.TemplateID == r.Template.ID {
+		if s.TemplateID == pl.tpl.ID {
 			sub, found = s, true
 		}
 	}
-	ok, reason := sub.Usable()
+	if pl.tpl.Kind != "" {
+		sub.Kind = pl.tpl.Kind // the template's kind decides, as in a reservation
+	}
+	ok, reason = sub.Usable()
 	switch {
 	case !found:
-		run.Verdict, run.Reason, run.Detail = "skip", reason, "no accept of "+r.Template.Name+" in the ledger"
+		return false, reason, "no accept of " + pl.tpl.Name + " in the ledger", nil
 	case !ok:
-		run.Verdict, run.Reason, run.Detail = "skip", reason, fmt.Sprintf("ledger: %s, %d credits (%s, %s)", sub.Status, sub.Credits, sub.Source, c.when(sub.UpdatedAt))
+		return false, reason, fmt.Sprintf("ledger: %s, %d credits (%s, %s)", sub.Status, sub.Credits, sub.Source, c.when(sub.UpdatedAt)), nil
 	case sub.Kind == rules.KindLongTerm:
-		run.Verdict, run.Detail = "send", "long-term subscription"
-	default:
-		run.Verdict, run.Detail = "send", fmt.Sprintf("spends 1 of %d credits", sub.Credits)
+		return true, "", "long-term subscription", nil
 	}
-	return nil
+	return true, "", fmt.Sprintf("spends 1 of %d credits", sub.Credits), nil
 }
 
 // parseEvent reads a pasted event as the bridge reads a NATS message body

@@ -18,11 +18,12 @@ import (
 
 // memStore is a console.Store in memory, for handler tests.
 type memStore struct {
-	bindings []storage.Binding
-	roles    []storage.RoleGrant
-	subs     []storage.Subscription
-	sends    map[string][]storage.SendRecord
-	done     map[string]storage.EventRecord
+	bindings  []storage.Binding
+	followers []storage.Follower
+	roles     []storage.RoleGrant
+	subs      []storage.Subscription
+	sends     map[string][]storage.SendRecord
+	done      map[string]storage.EventRecord
 }
 
 func (s *memStore) Bindings(_ context.Context, userID string) ([]storage.Binding, error) {
@@ -102,6 +103,24 @@ func (s *memStore) EventDone(_ context.Context, id string) (storage.EventRecord,
 	return r, ok, nil
 }
 
+func (s *memStore) Follower(_ context.Context, app, openid string) (storage.Follower, bool, error) {
+	for _, f := range s.followers {
+		if f.App == app && f.OpenID == openid {
+			return f, true, nil
+		}
+	}
+	return storage.Follower{}, false, nil
+}
+
+func (s *memStore) FollowerByUnionID(_ context.Context, app, unionid string) (storage.Follower, bool, error) {
+	for _, f := range s.followers {
+		if f.App == app && f.UnionID == unionid {
+			return f, true, nil
+		}
+	}
+	return storage.Follower{}, false, nil
+}
+
 const (
 	adminToken = "console-admin-token-0123456789"
 	appSecret  = "appsecret-0123456789abcdef0123"
@@ -150,8 +169,13 @@ rules:
 
 func loadRules(t *testing.T) *rules.Set {
 	t.Helper()
+	return parseRules(t, testRules)
+}
+
+func parseRules(t *testing.T, src string) *rules.Set {
+	t.Helper()
 	env := map[string]string{"SECRET": appSecret, "PUSH_TOKEN": pushToken, "AES_KEY": aesKey}
-	set, err := rules.Parse("rules.yaml", []byte(testRules), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	set, err := rules.Parse("rules.yaml", []byte(src), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +194,12 @@ type handlerFixture struct {
 
 func newHandler(t *testing.T, token string, tlsServer bool) *handlerFixture {
 	t.Helper()
+	return newHandlerFor(t, token, tlsServer, loadRules(t))
+}
+
+// newHandlerFor is newHandler with the rules set in force.
+func newHandlerFor(t *testing.T, token string, tlsServer bool, set *rules.Set) *handlerFixture {
+	t.Helper()
 	f := &handlerFixture{clk: &clock{t: t0}, store: &memStore{sends: map[string][]storage.SendRecord{}, done: map[string]storage.EventRecord{}}}
 	now := func() time.Time {
 		f.mu.Lock()
@@ -178,7 +208,7 @@ func newHandler(t *testing.T, token string, tlsServer bool) *handlerFixture {
 	}
 	f.model = console.NewModel(console.ModelConfig{Now: now, MaxLiveClients: 2})
 	var rs console.Rules
-	rs.Loaded(loadRules(t), t0)
+	rs.Loaded(set, t0)
 	c, err := console.New(console.Config{Token: token, Store: f.store, Rules: &rs, Model: f.model, Now: now, SessionTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -22,6 +23,7 @@ func (c *Console) parsePages() error {
 		"eventURL":  eventURL,
 		"personURL": func(q string) string { return "/console/person?" + url.Values{"q": {q}}.Encode() },
 		"tmplName":  c.templateName,
+		"channelOf": c.channelOf,
 		"status":    statusClass,
 		"span":      span,
 		"plural":    plural,
@@ -129,6 +131,15 @@ func (c *Console) templateName(app, id string) string {
 		return t.Name
 	}
 	return id
+}
+
+// channelOf is how a template of the rules in force sends
+// (rules.ChannelSubscribeMessage...), "" for one they do not have.
+func (c *Console) channelOf(app, id string) string {
+	if t := c.template(app, id); t != nil {
+		return t.Channel()
+	}
+	return ""
 }
 
 func (c *Console) template(app, id string) *rules.Template {
@@ -256,12 +267,15 @@ type personView struct {
 	UserID     string
 	Candidates []string // several users carry the unionid searched for
 	Bindings   []bindingView
-	Roles      []storage.RoleGrant
-	Results    []bridge.Result
-	InStore    bool
-	MaxPeople  int
-	Window     time.Duration
-	Err        string
+	// Accounts are the person's relations to the official accounts of the
+	// rules in force, as the bridge finds them.
+	Accounts  []accountView
+	Roles     []storage.RoleGrant
+	Results   []bridge.Result
+	InStore   bool
+	MaxPeople int
+	Window    time.Duration
+	Err       string
 }
 
 type bindingView struct {
@@ -272,6 +286,26 @@ type bindingView struct {
 type subscriptionView struct {
 	storage.Subscription
 	Template string
+}
+
+// accountView is one way the person is known in an official account: by
+// their binding in it, or by a unionid of their bindings (what
+// bridge/channels.go reach reads, in that order).
+type accountView struct {
+	App string
+	// By says how: "binding" (their binding in the account) or "unionid".
+	By, UnionID, From string // From: the app of the binding carrying UnionID
+	OpenID            string // their openid in the account, when known
+	Known, Following  bool   // a follower record exists, and says they follow
+	Source            string
+	UpdatedAt         time.Time
+	// Reason is why no message of the account can reach them (no_unionid,
+	// not_bound), "" when there is a way.
+	Reason string
+	// Subscriptions are their ledger in the account (subscription
+	// notifications), for an openid found by unionid: the binding's are
+	// shown with the bindings.
+	Subscriptions []subscriptionView
 }
 
 // person finds someone by user id, openid or unionid and shows what the
@@ -320,6 +354,15 @@ func (c *Console) person(w http.ResponseWriter, r *http.Request, _ session) {
 			v.Bindings = append(v.Bindings, bv)
 			openids = append(openids, b.OpenID)
 		}
+		if v.Accounts, err = c.accounts(ctx, bindings); err != nil {
+			fail("read the followers of "+userID, err)
+			return
+		}
+		for _, a := range v.Accounts {
+			if a.By == "unionid" && a.OpenID != "" {
+				openids = append(openids, a.OpenID)
+			}
+		}
 	} else if len(v.Candidates) == 0 {
 		// Not in the state: maybe someone the stream knows (a recipient
 		// never bound, or named by openid).
@@ -332,9 +375,85 @@ func (c *Console) person(w http.ResponseWriter, r *http.Request, _ session) {
 	c.render(w, r, http.StatusOK, "person", page{Title: "Person " + q, Active: "person", Data: v})
 }
 
+// officialAccounts are the names of the rules' official accounts, sorted.
+func (c *Console) officialAccounts() []string {
+	set := c.cfg.Rules.State().Set
+	if set == nil {
+		return nil
+	}
+	var out []string
+	for name, a := range set.Apps {
+		if a.Kind == rules.AppOfficialAccount {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// accounts says how the person with these bindings is known in each
+// official account: their binding there, and each unionid their bindings
+// carry looked up among the account's followers. A unionid wxbridge has
+// not seen as a follower is shown as not known: the bridge would list the
+// account's followers before giving up on it, which a page must not do.
+func (c *Console) accounts(ctx context.Context, bindings []storage.Binding) ([]accountView, error) {
+	st := c.cfg.Store
+	var out []accountView
+	for _, app := range c.officialAccounts() {
+		n := len(out)
+		var unionids []storage.Binding
+		seen := map[string]bool{}
+		for _, b := range bindings {
+			if b.App == app {
+				a := accountView{App: app, By: "binding", OpenID: b.OpenID}
+				f, ok, err := st.Follower(ctx, app, b.OpenID)
+				if err != nil {
+					return nil, fmt.Errorf("follower %s of %s: %w", b.OpenID, app, err)
+				}
+				if ok {
+					a.Known, a.Following, a.Source, a.UpdatedAt = true, f.Following, f.Source, f.UpdatedAt
+				}
+				out = append(out, a)
+			}
+			if b.UnionID != "" && !seen[b.UnionID] {
+				seen[b.UnionID] = true
+				unionids = append(unionids, b)
+			}
+		}
+		for _, b := range unionids {
+			a := accountView{App: app, By: "unionid", UnionID: b.UnionID, From: b.App}
+			f, ok, err := st.FollowerByUnionID(ctx, app, b.UnionID)
+			if err != nil {
+				return nil, fmt.Errorf("follower with unionid %s in %s: %w", b.UnionID, app, err)
+			}
+			if ok {
+				a.OpenID, a.Known, a.Following, a.Source, a.UpdatedAt = f.OpenID, true, f.Following, f.Source, f.UpdatedAt
+				subs, err := st.Subscriptions(ctx, app, f.OpenID)
+				if err != nil {
+					return nil, fmt.Errorf("ledger of %s in %s: %w", f.OpenID, app, err)
+				}
+				for _, s := range subs {
+					a.Subscriptions = append(a.Subscriptions, subscriptionView{Subscription: s, Template: c.templateName(app, s.TemplateID)})
+				}
+			}
+			out = append(out, a)
+		}
+		if len(out) == n {
+			// Neither a binding in the account nor a unionid to find them by.
+			reason := "no_unionid"
+			if len(bindings) == 0 {
+				reason = "not_bound"
+			}
+			out = append(out, accountView{App: app, Reason: reason})
+		}
+	}
+	return out, nil
+}
+
 // findUser is the user q names: a user id with bindings or roles, an
-// openid bound in one of the apps, or a unionid (several users may carry
-// one: they are listed as candidates).
+// openid bound in one of the apps, a unionid (several users may carry
+// one: they are listed as candidates), or the openid of a follower of an
+// official account whose unionid a binding carries.
 func (c *Console) findUser(r *http.Request, q string, v *personView) (string, error) {
 	ctx := r.Context()
 	st := c.cfg.Store
@@ -367,6 +486,20 @@ func (c *Console) findUser(r *http.Request, q string, v *personView) (string, er
 	bindings, err := st.BindingsByUnionID(ctx, q)
 	if err != nil {
 		return "", err
+	}
+	for _, app := range c.officialAccounts() {
+		if len(bindings) > 0 {
+			break
+		}
+		f, ok, err := st.Follower(ctx, app, q)
+		if err != nil {
+			return "", err
+		}
+		if ok && f.UnionID != "" {
+			if bindings, err = st.BindingsByUnionID(ctx, f.UnionID); err != nil {
+				return "", err
+			}
+		}
 	}
 	users := map[string]bool{}
 	for _, b := range bindings {
@@ -401,6 +534,7 @@ type eventView struct {
 type eventRow struct {
 	storage.SendRecord
 	Template string
+	Channel  string // how the template sends, "" when the rules no longer have it
 	Final    bool
 }
 
@@ -434,7 +568,8 @@ func (c *Console) event(w http.ResponseWriter, r *http.Request, _ session) {
 		if v.Type == "" {
 			v.Type = rec.EventType
 		}
-		v.Rows = append(v.Rows, eventRow{SendRecord: rec, Template: c.templateName(rec.App, rec.TemplateID), Final: storage.Final(rec.State)})
+		v.Rows = append(v.Rows, eventRow{SendRecord: rec, Template: c.templateName(rec.App, rec.TemplateID),
+			Channel: c.channelOf(rec.App, rec.TemplateID), Final: storage.Final(rec.State)})
 	}
 	slices.SortFunc(v.Rows, func(a, b eventRow) int { return strings.Compare(a.Rule+"\x00"+a.Key, b.Rule+"\x00"+b.Key) })
 	status := http.StatusOK

@@ -14,8 +14,9 @@ import (
 )
 
 // Store is the state the console reads: the admin API's reads (a subset of
-// bridge.Store) and the lookups of a person by openid and unionid. Every
-// backend implements it.
+// bridge.Store), the lookups of a person by openid and unionid, and an
+// official account's followers (what the bridge reads to reach someone
+// there). Every backend implements it.
 type Store interface {
 	Bindings(ctx context.Context, userID string) ([]storage.Binding, error)
 	Binding(ctx context.Context, app, userID string) (storage.Binding, bool, error)
@@ -28,6 +29,10 @@ type Store interface {
 	Subscriptions(ctx context.Context, app, openid string) ([]storage.Subscription, error)
 	EventSends(ctx context.Context, eventID string) ([]storage.SendRecord, error)
 	EventDone(ctx context.Context, id string) (storage.EventRecord, bool, error)
+	// Follower is what is known of openid's relation to the official
+	// account app; FollowerByUnionID finds the person unionid there.
+	Follower(ctx context.Context, app, openid string) (storage.Follower, bool, error)
+	FollowerByUnionID(ctx context.Context, app, unionid string) (storage.Follower, bool, error)
 }
 
 // Rules is the rules in force and the last reload that was refused, as
