@@ -107,7 +107,6 @@ func statement(id, user string) map[string]any {
 		"month": "2026-10", "created_at": "2026-11-01 09:00"}
 }
 
-
 // resultsByEvent reads results until every id has a final one that is
 // not a delivery receipt (and, with receipts, one of those too).
 func (h *harness) resultsByEvent(n int) map[string][]bridge.Result {
