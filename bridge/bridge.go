@@ -63,7 +63,9 @@ type Config struct {
 	OutputMaxAge time.Duration
 
 	// MaxInFlight is how many events this bridge holds at once: being
-	// handled, or asked of the server.
+	// handled, or asked of the server. Default 256: at 64, commits and
+	// acks were shared by fewer events, and a steady load cost about 15%
+	// more CPU a send (wxbridge bench --scenario steady).
 	MaxInFlight int
 	// MaxAckPending bounds the events all bridges hold together, with those
 	// waiting out a retry delay (the consumer's MaxAckPending).
@@ -145,7 +147,7 @@ func (c *Config) setDefaults() {
 		c.OutputMaxAge = 7 * 24 * time.Hour
 	}
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 64
+		c.MaxInFlight = 256
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 1000
