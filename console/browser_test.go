@@ -128,6 +128,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.Do("open the live tail", chromedp.Navigate(w.url+"/console/live"), chromedp.WaitVisible(css(`#live-state[data-state="open"]`)))
 	w.publish("evt-4", statement("u-17", "S-4"))
 	b.Do("see evt-4 arrive", chromedp.WaitVisible(css(`#live-rows tr.live-item[data-key*="|evt-4|"][data-status="skipped"]`)))
+	// Added by the page's script from the stream: the template, and the road it goes by.
+	if got := strings.Join(strings.Fields(b.Text(`#live-rows tr.live-item[data-key*="|evt-4|"] td.template`)), " "); got != "statement_issued (subscribe_message of main)" {
+		t.Errorf("the live row's template cell says %q", got)
+	}
 	b.Shot("06-live")
 
 	// Picking the latest event of a type fills the dry run form.

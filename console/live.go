@@ -49,12 +49,23 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request, _ session) {
 	c.render(w, r, http.StatusOK, "live", page{Title: "Live", Active: "live", Data: v})
 }
 
-// named fills in the template names of items.
+// named fills in the template names and channels of items.
 func (c *Console) named(items []LiveItem) []LiveItem {
 	for i := range items {
-		items[i].Template = c.templateName(items[i].App, items[i].TemplateID)
+		c.name(&items[i])
 	}
 	return items
+}
+
+// name fills in it's template name and channel from the rules in force,
+// keeping what a result said itself (the rules may have changed since).
+func (c *Console) name(it *LiveItem) {
+	if it.Template == "" {
+		it.Template = c.templateName(it.App, it.TemplateID)
+	}
+	if it.Channel == "" {
+		it.Channel = c.channelOf(it.App, it.TemplateID)
+	}
 }
 
 // liveEvents streams results and ledger changes as Server-Sent Events:
@@ -86,7 +97,8 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request, ss session)
 		return rc.Flush() == nil
 	}
 	item := func(it LiveItem) bool {
-		it.Template, it.ID, it.When = c.templateName(it.App, it.TemplateID), it.Key(), c.when(it.At)
+		c.name(&it)
+		it.ID, it.When = it.Key(), c.when(it.At)
 		data, _ := json.Marshal(it) // strings, numbers and times: cannot fail
 		return send(fmt.Appendf(nil, "event: %s\ndata: %s\n\n", it.Kind, data))
 	}

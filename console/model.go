@@ -225,17 +225,20 @@ type LiveItem struct {
 	App         string    `json:"app"`
 	TemplateID  string    `json:"template_id"`
 	Template    string    `json:"template,omitempty"` // its name in the rules, filled when shown
-	UserID      string    `json:"user_id,omitempty"`
-	OpenID      string    `json:"openid"`
-	Status      string    `json:"status"`
-	Reason      string    `json:"reason,omitempty"`
-	ErrCode     int       `json:"errcode,omitempty"`
-	Attempts    int       `json:"attempts,omitempty"`
-	InDoubt     bool      `json:"in_doubt,omitempty"`
-	Credits     *int      `json:"credits,omitempty"`
-	Source      string    `json:"source,omitempty"`
-	ID          string    `json:"key"`  // Key, filled when sent
-	When        string    `json:"when"` // At as the pages show it, filled when sent
+	// Channel is how the template sends (a result's own, else the rules'
+	// in force, filled when shown): which road reached the person.
+	Channel  string `json:"channel,omitempty"`
+	UserID   string `json:"user_id,omitempty"`
+	OpenID   string `json:"openid"`
+	Status   string `json:"status"`
+	Reason   string `json:"reason,omitempty"`
+	ErrCode  int    `json:"errcode,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	InDoubt  bool   `json:"in_doubt,omitempty"`
+	Credits  *int   `json:"credits,omitempty"`
+	Source   string `json:"source,omitempty"`
+	ID       string `json:"key"`  // Key, filled when sent
+	When     string `json:"when"` // At as the pages show it, filled when sent
 }
 
 // Key tells items apart, so that a live page shows each once however
@@ -247,7 +250,7 @@ func (it LiveItem) Key() string {
 
 func resultItem(r *bridge.Result) LiveItem {
 	return LiveItem{Kind: "result", At: r.At, Rule: r.Rule, EventID: r.EventID, EventSource: r.EventSource, EventType: r.EventType,
-		App: r.App, TemplateID: r.TemplateID, UserID: r.UserID, OpenID: r.OpenID, Status: r.Status, Reason: r.Reason,
+		App: r.App, TemplateID: r.TemplateID, Template: r.Template, Channel: r.Channel, UserID: r.UserID, OpenID: r.OpenID, Status: r.Status, Reason: r.Reason,
 		ErrCode: r.ErrCode, Attempts: r.Attempts, InDoubt: r.InDoubt}
 }
 

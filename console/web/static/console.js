@@ -56,7 +56,10 @@
     cell(tr, it.kind);
     cell(tr, it.kind === "result" ? it.rule : it.source);
     cell(tr, it.user_id ? link("/console/person?q=" + encodeURIComponent(it.user_id), it.user_id) : it.openid);
-    cell(tr, it.template || it.template_id);
+    const tc = cell(tr, it.template || it.template_id, "template");
+    const via = document.createElement("small");
+    via.textContent = " (" + (it.channel ? it.channel + " of " : "") + it.app + ")";
+    tc.append(via);
     cell(tr, badge(it.status, it.in_doubt));
     if (it.kind === "result") {
       cell(tr, (it.reason || "") + (it.errcode ? " (" + it.errcode + ")" : ""));
