@@ -124,6 +124,7 @@ func (f *followerLists) list(ctx context.Context, app string) (int, error) {
 			return saved, err
 		}
 		var ask []string
+		asked := make(map[string]storage.Follower)
 		for _, id := range page.OpenIDs {
 			known, ok, err := store.Follower(ctx, app, id)
 			if err != nil {
@@ -131,6 +132,7 @@ func (f *followerLists) list(ctx context.Context, app string) (int, error) {
 			}
 			if !ok || !known.Following || known.UnionID == "" {
 				ask = append(ask, id)
+				asked[id] = known
 			}
 		}
 		// Openids WeChat refuses (gone since the page) are left out.
@@ -141,8 +143,13 @@ func (f *followerLists) list(ctx context.Context, app string) (int, error) {
 		changes := make([]storage.FollowChange, 0, len(infos))
 		now := f.b.cfg.Now()
 		for _, in := range infos {
+			known, ok := asked[in.OpenID]
+			if !ok {
+				continue // not one asked about
+			}
+			// A push that arrives while the answer is on its way wins.
 			changes = append(changes, storage.FollowChange{App: app, OpenID: in.OpenID, UnionID: in.UnionID,
-				Following: in.Subscribed, Source: storage.SourceUserInfo, At: now})
+				Following: in.Subscribed, Source: storage.SourceUserInfo, At: now, Asked: &known})
 		}
 		if len(changes) > 0 {
 			if err := store.SaveFollowers(ctx, changes...); err != nil {

@@ -26,6 +26,8 @@ type listingWeChat struct {
 	asked  atomic.Int32
 	gate   chan struct{}
 	fail   error
+	// during runs while user info is being asked for.
+	during func()
 }
 
 func (w *listingWeChat) Followers(ctx context.Context, app, next string) (wechat.FollowerPage, error) {
@@ -46,6 +48,9 @@ func (w *listingWeChat) Followers(ctx context.Context, app, next string) (wechat
 
 func (w *listingWeChat) UserInfoBatch(_ context.Context, _ string, openids []string) ([]wechat.UserInfo, error) {
 	w.asked.Add(int32(len(openids)))
+	if w.during != nil {
+		w.during()
+	}
 	out := make([]wechat.UserInfo, len(openids))
 	for i, id := range openids {
 		out[i] = wechat.UserInfo{OpenID: id, Subscribed: true, UnionID: "un-" + id}
@@ -151,5 +156,32 @@ func TestFollowerListingSlowOrFailing(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(b.metrics.followerLists.WithLabelValues("oa", "error")); n != 1 {
 		t.Errorf("%v failed listings counted, want 1", n)
+	}
+}
+
+// An unfollow push that arrives while the listing asks WeChat about the
+// person wins over the answer, which still tells their unionid.
+func TestFollowerListingAnswerOlderThanPush(t *testing.T) {
+	clock := storagetest.NewClock()
+	wx := &listingWeChat{gate: make(chan struct{})}
+	close(wx.gate)
+	b, db := listingBridge(t, wx, clock)
+	ctx := context.Background()
+	wx.during = func() {
+		clock.Advance(time.Second)
+		if _, err := db.ApplyPush(ctx, storage.PushChanges{DedupeKey: "unfollow-oa-1", Follows: []storage.FollowChange{
+			{App: "oa", OpenID: "oa-1", Following: false, Source: storage.SourceFollowPush, At: clock.Now()}}}); err != nil {
+			t.Error(err)
+		}
+		wx.during = nil
+	}
+	if ok, err := b.followers.refresh(ctx, "oa"); !ok || err != nil {
+		t.Fatalf("walk: %v %v", ok, err)
+	}
+	if f, ok, _ := db.Follower(ctx, "oa", "oa-1"); !ok || f.Following || f.UnionID != "un-oa-1" {
+		t.Errorf("oa-1, unfollowed during the walk: %+v %v", f, ok)
+	}
+	if f, ok, _ := db.Follower(ctx, "oa", "oa-2"); !ok || !f.Following {
+		t.Errorf("oa-2: %+v %v", f, ok)
 	}
 }

@@ -279,3 +279,36 @@ func TestDecideChange(t *testing.T) {
 		})
 	}
 }
+
+// An answer of the user-info API is older than a push applied while it was
+// on its way: it may tell a unionid, never undo the push.
+func TestDecideFollow(t *testing.T) {
+	pushed := storage.Follower{App: "oa", OpenID: "o", Following: false, Source: storage.SourceFollowPush, UpdatedAt: t0.Add(time.Second)}
+	withUnion := pushed
+	withUnion.UnionID = "un-old"
+	info := func(asked *storage.Follower) storage.FollowChange {
+		return storage.FollowChange{App: "oa", OpenID: "o", UnionID: "un", Following: true, Source: storage.SourceUserInfo, Asked: asked}
+	}
+	for _, c := range []struct {
+		name      string
+		cur       storage.Follower
+		found     bool
+		ch        storage.FollowChange
+		following bool
+		unionid   string
+		changed   bool
+	}{
+		{"unknown, answer applies", storage.Follower{}, false, info(&storage.Follower{}), true, "un", true},
+		{"unchanged since asked", pushed, true, info(&pushed), true, "un", true},
+		{"unknown when asked, a push since", pushed, true, info(&storage.Follower{}), false, "un", true},
+		{"known when asked, a push since", pushed, true, info(&storage.Follower{UpdatedAt: t0}), false, "un", true},
+		{"a push since, unionid known", withUnion, true, info(&storage.Follower{UpdatedAt: t0}), false, "un-old", false},
+		{"no Asked: applies as told", pushed, true, info(nil), true, "un", true},
+	} {
+		next, changed := storage.DecideFollow(c.cur, c.found, c.ch, t0.Add(time.Minute))
+		if next.Following != c.following || next.UnionID != c.unionid || changed != c.changed {
+			t.Errorf("%s: following %v unionid %q changed %v, want %v %q %v", c.name, next.Following, next.UnionID, changed,
+				c.following, c.unionid, c.changed)
+		}
+	}
+}

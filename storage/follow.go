@@ -44,6 +44,13 @@ type FollowChange struct {
 	Following bool
 	Source    string
 	At        time.Time
+	// Asked is, for an answer of the user-info API, the follower as the
+	// state knew them just before WeChat was asked (the zero Follower if
+	// not at all). If they changed since (a push arrived while the answer
+	// was on its way), the answer is older than what is known: it may
+	// still tell a unionid, not whether they follow. The stored UpdatedAt
+	// is compared for equality, as a version: never two clocks.
+	Asked *Follower
 }
 
 // DecideFollow applies ch to the follower cur (found), and reports whether
@@ -55,6 +62,13 @@ func DecideFollow(cur Follower, found bool, ch FollowChange, now time.Time) (Fol
 		next.UnionID = ch.UnionID
 	}
 	next.Following = ch.Following
+	if ch.Asked != nil && found && !cur.UpdatedAt.Equal(ch.Asked.UpdatedAt) {
+		// Changed since WeChat was asked: the answer is the older word.
+		next.Following = cur.Following
+		if cur.UnionID != "" {
+			next.UnionID = cur.UnionID
+		}
+	}
 	if found && next.UnionID == cur.UnionID && next.Following == cur.Following {
 		return cur, false
 	}

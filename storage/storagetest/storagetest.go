@@ -153,6 +153,7 @@ func Run(t *testing.T, b Backend) {
 		{"BindingsByUnionID", testBindingsByUnionID},
 		{"RetryMayChangeChannel", testRetryChannel},
 		{"FollowerUnionIDClaimed", testFollowerUnionIDClaimed},
+		{"FollowerAnswerOlderThanPush", testFollowerAnswerOlderThanPush},
 		{"Schedule", testSchedule},
 		{"Outbox", testOutbox},
 		{"Tokens", testTokens},
@@ -954,6 +955,43 @@ func testFollowers(t *testing.T, open Opener) {
 	}
 	if fmt.Sprint(got) != "[oa-1/following/ oa-1/following/un-1 oa-2/following/un-2 oa-1/unfollowed/un-1]" {
 		t.Fatalf("announcements %v", got)
+	}
+}
+
+// An answer of the user-info API that was on its way while a push
+// arrived tells the unionid, not whether the person follows: the store
+// compares the follower it holds with the one read before WeChat was asked.
+func testFollowerAnswerOlderThanPush(t *testing.T, open Opener) {
+	c := NewClock()
+	s := open(t, c, nil)
+	const oa = "oa"
+	push := func(key string, following bool) {
+		t.Helper()
+		must[storage.PushResult](t)(s.ApplyPush(ctx, storage.PushChanges{DedupeKey: key,
+			Follows: []storage.FollowChange{{App: oa, OpenID: "oa-1", Following: following, Source: storage.SourceFollowPush, At: c.Now()}}}))
+	}
+	push("f1", true)
+	asked, ok, err := s.Follower(ctx, oa, "oa-1")
+	if err != nil || !ok {
+		t.Fatalf("follower after a push: %v %v", ok, err)
+	}
+	c.Advance(time.Second)
+	push("f2", false) // while WeChat is being asked
+	check(t, s.SaveFollowers(ctx,
+		storage.FollowChange{App: oa, OpenID: "oa-1", UnionID: "un-1", Following: true, Source: storage.SourceUserInfo, At: c.Now(), Asked: &asked},
+		storage.FollowChange{App: oa, OpenID: "oa-2", UnionID: "un-2", Following: true, Source: storage.SourceUserInfo, At: c.Now(), Asked: &storage.Follower{}}))
+	if f, _, _ := s.Follower(ctx, oa, "oa-1"); f.Following || f.UnionID != "un-1" {
+		t.Fatalf("an answer older than the unfollow: %+v", f)
+	}
+	if f, ok, _ := s.FollowerByUnionID(ctx, oa, "un-2"); !ok || !f.Following {
+		t.Fatalf("a follower nobody knew of: %+v %v", f, ok)
+	}
+	// Asked again with nothing in between, the answer stands.
+	asked, _, _ = s.Follower(ctx, oa, "oa-1")
+	c.Advance(time.Second)
+	check(t, s.SaveFollowers(ctx, storage.FollowChange{App: oa, OpenID: "oa-1", UnionID: "un-1", Following: true, Source: storage.SourceUserInfo, At: c.Now(), Asked: &asked}))
+	if f, _, _ := s.Follower(ctx, oa, "oa-1"); !f.Following {
+		t.Fatalf("an answer with nothing newer: %+v", f)
 	}
 }
 
