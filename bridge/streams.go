@@ -142,11 +142,20 @@ func (b *Bridge) eventConsumerConfig() jetstream.ConsumerConfig {
 // replaced by a pull consumer that starts after the push consumer's ack
 // floor: events acked beyond the floor come again and are reported as
 // duplicates; none is lost.
+//
+// The replacement is a delete and a create: a bridge killed between the two
+// finds no consumer and makes one from the stream's start. Its events then
+// come again too, found in their send records (kept 30 days; the stream
+// the bridge creates keeps events 14).
 func (b *Bridge) provisionConsumer(ctx context.Context, js jetstream.JetStream) error {
 	cfg := b.eventConsumerConfig()
 	info, err := js.Consumer(ctx, b.cfg.EventStream, b.cfg.Consumer)
-	if err == nil && info.CachedInfo().Config.DeliverSubject != "" {
-		floor := info.CachedInfo().AckFloor.Stream
+	if errors.Is(err, jetstream.ErrNotPullConsumer) {
+		push, err := js.PushConsumer(ctx, b.cfg.EventStream, b.cfg.Consumer)
+		if err != nil {
+			return fmt.Errorf("look up push consumer %s: %w", b.cfg.Consumer, err)
+		}
+		floor := push.CachedInfo().AckFloor.Stream
 		b.log.Warn("replacing the push consumer of an older wxbridge with a pull consumer", "consumer", b.cfg.Consumer, "from_stream_seq", floor+1)
 		if err := js.DeleteConsumer(ctx, b.cfg.EventStream, b.cfg.Consumer); err != nil {
 			return fmt.Errorf("replace push consumer %s: %w", b.cfg.Consumer, err)
@@ -154,8 +163,7 @@ func (b *Bridge) provisionConsumer(ctx context.Context, js jetstream.JetStream) 
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
 	} else if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("look up consumer %s: %w", b.cfg.Consumer, err)
-	}
-	if err == nil && cfg.DeliverPolicy == jetstream.DeliverAllPolicy {
+	} else if err == nil {
 		// The start position of an existing consumer cannot change.
 		old := info.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq = old.DeliverPolicy, old.OptStartSeq

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -49,4 +50,65 @@ func TestProvisionConcurrentlyOnAFreshCluster(t *testing.T) {
 		}
 	}
 	t.Logf("provisioned in %v", took)
+}
+
+// An older wxbridge's push consumer is replaced by the pull consumer, which
+// starts after its ack floor: nothing unacked is lost, and a later start
+// leaves the pull consumer as it is.
+func TestProvisionReplacesAnOlderPushConsumer(t *testing.T) {
+	_, nc := embednats.ForTest(t)
+	cfg := Config{Conn: nc, Registry: prometheus.NewRegistry()}
+	cfg.setDefaults()
+	b := &Bridge{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	old, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.AddStream(&nats.StreamConfig{Name: cfg.EventStream, Subjects: cfg.EventSubjects}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := old.Publish("events.order.created", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Round 1's consumer: push, acked up to the fourth event, the fifth
+	// delivered and never acked (a bridge that stopped while handling it).
+	if _, err := old.AddConsumer(cfg.EventStream, &nats.ConsumerConfig{Durable: cfg.Consumer, DeliverSubject: "wxbridge.deliver",
+		AckPolicy: nats.AckExplicitPolicy, MaxAckPending: 5}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync("wxbridge.deliver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i <= 4 {
+			if err := m.AckSync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_ = sub.Unsubscribe()
+
+	for start := range 2 {
+		if err := b.provision(ctx); err != nil {
+			t.Fatalf("start %d: %v", start, err)
+		}
+		info, err := old.ConsumerInfo(cfg.EventStream, cfg.Consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := info.Config; c.DeliverSubject != "" || c.DeliverPolicy != nats.DeliverByStartSequencePolicy || c.OptStartSeq != 5 {
+			t.Fatalf("start %d: consumer %+v; want a pull consumer from stream sequence 5", start, c)
+		}
+		if info.NumPending != 6 {
+			t.Fatalf("start %d: %d events pending, want 6 (5 to 10)", start, info.NumPending)
+		}
+	}
 }
