@@ -79,7 +79,7 @@ func readmeAuthorization(t *testing.T) string {
 
 // Three bridges, the real binary, on a three-node NATS cluster with the
 // README's permissions, sharing one durable consumer and the state in an
-// R3 KV bucket. During a run of more than 5,000 recipients one bridge is
+// R3 KV bucket. During a run of 5,000 events to 5,900 recipients one bridge is
 // SIGKILLed and restarted, and the NATS node leading the state's stream is
 // stopped and restarted. Afterwards no recipient is lost, every recipient
 // has exactly one outcome result, every duplicate send says in_doubt, and
@@ -146,7 +146,7 @@ func TestCluster(t *testing.T) {
 
 	// Users, roles and credits, as the identity system and the mini
 	// program's backend would set them up.
-	const users, teams, perTeam, notices, digests, teamEvents = 200, 20, 10, 1000, 3500, 100
+	const users, teams, perTeam, notices, digests, teamEvents = 200, 20, 10, 1000, 3900, 100
 	identity, miniprogram := as("IDENTITY"), as("MINIPROGRAM")
 	granted := map[string]int{}
 	for i := 0; i < notices; i++ {
