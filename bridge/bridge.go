@@ -63,9 +63,12 @@ type Config struct {
 	OutputMaxAge time.Duration
 
 	// MaxInFlight is how many events this bridge holds at once: being
-	// handled, or asked of the server. Default 256: at 64, commits and
-	// acks were shared by fewer events, and a steady load cost about 15%
-	// more CPU a send (wxbridge bench --scenario steady).
+	// handled, or asked of the server. Default 64. More makes single
+	// recipient events cheaper (256: commits and acks shared by more
+	// events, about 15% less CPU a send at a steady load) but holds more
+	// memory: an event's planned recipients are held until it is done, and
+	// 256 events to 2,000 people each outgrew the memory limit, so garbage
+	// collection took the time (wxbridge bench --scenario fanout-1000).
 	MaxInFlight int
 	// MaxAckPending bounds the events all bridges hold together, with those
 	// waiting out a retry delay (the consumer's MaxAckPending).
@@ -147,7 +150,7 @@ func (c *Config) setDefaults() {
 		c.OutputMaxAge = 7 * 24 * time.Hour
 	}
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 256
+		c.MaxInFlight = 64
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = 1000

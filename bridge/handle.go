@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"sync"
 	"time"
@@ -199,7 +200,9 @@ func (b *Bridge) processEvent(ctx context.Context, raw *rawEvent) (outcome strin
 		pending int
 		errs    []error
 	)
-	for _, t := range tasks {
+	at := startAt(len(tasks), ev.key)
+	for i := range tasks {
+		t := tasks[(at+i)%len(tasks)]
 		wg.Add(1)
 		// A free task worker, waiting for tasks of this or other events,
 		// which never wait for this loop.
@@ -364,3 +367,17 @@ func (b *Bridge) reportDuplicates(ctx context.Context, ev *event, delivery strin
 }
 
 func attemptsLeft(rec storage.SendRecord, max int) bool { return rec.Attempts < max }
+
+// startAt is where an event starts going through its n tasks: a place of
+// its own for each event. Events that go to the same people (a role,
+// several events in a row) then do not walk the list in step. In step, the
+// task workers all held tasks for the same few people, each waiting its
+// turn for that person (one send at a time to one openid): 260 events to a
+// role of 2,000 went at 4,400 sends/s, and at 7,500 once each started at a
+// place of its own (wxbridge bench --scenario fanout-1000 --fanout 2000
+// --fanout-events 260).
+func startAt(n int, eventKey string) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(eventKey))
+	return int(h.Sum64() % uint64(n))
+}

@@ -44,7 +44,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.IntVar(&cfg.Users, "users", 1000, "bound users the events go round")
 	f.IntVar(&cfg.Fanout, "fanout", 0, "users in the role of the fan-out scenario (0: 1000)")
 	f.IntVar(&cfg.Rate, "rate", 0, "events/s of paced-1k (0: 1000)")
-	f.IntVar(&cfg.InFlight, "max-in-flight", 0, "the bridge's --max-in-flight, and the baseline's concurrency (0: 256, 8 in the cluster scenarios at 100 ms)")
+	f.IntVar(&cfg.InFlight, "max-in-flight", 0, "the bridge's --max-in-flight, and the baseline's concurrency (0: 64, 8 in the cluster scenarios at 100 ms)")
 	f.IntVar(&cfg.MaxSends, "max-sends", 256, "the bridge's --max-sends")
 	f.IntVar(&cfg.Kills, "kills", 0, "SIGKILLs of the bridge in bridge-kill (0: 4)")
 	f.IntVar(&cfg.NATSRestarts, "nats-restarts", 0, "NATS restarts in nats-restart (0: 2)")

@@ -96,7 +96,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f.StringVar(&cfg.PushFormat, "emulator-push-format", envOr("WXBRIDGE_EMULATOR_PUSH_FORMAT", "json"), "format of the emulator's pushes: json or xml")
 	rate := f.Float64("app-rate", 0, "WeChat sends per second per app; 0 for no limit")
 	linger := f.duration("commit-linger", "WXBRIDGE_COMMIT_LINGER", time.Millisecond, "how long a database commit waits for more writes to share it (fewer fsyncs, a little more latency)")
-	inflight := f.integer("max-in-flight", "WXBRIDGE_MAX_IN_FLIGHT", 256, "events processed at once (each up to the server's max_payload in memory)")
+	inflight := f.integer("max-in-flight", "WXBRIDGE_MAX_IN_FLIGHT", 64, "events processed at once; each holds its body and its planned recipients in memory")
 	sends := f.integer("max-sends", "WXBRIDGE_MAX_SENDS", 256, "concurrent WeChat calls")
 	attempts := f.integer("max-attempts", "WXBRIDGE_MAX_ATTEMPTS", 8, "tries per recipient on transient WeChat errors")
 	ackWait := f.duration("ack-wait", "WXBRIDGE_ACK_WAIT", time.Minute, "JetStream ack wait of the event consumer")

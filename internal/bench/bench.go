@@ -43,9 +43,9 @@ type Config struct {
 	// (events/s).
 	Rate int
 	// InFlight is the bridge's --max-in-flight and the baseline's
-	// concurrency. Default 256 (the serve default), but 8 in the cluster
+	// concurrency. Default 64 (the serve default), but 8 in the cluster
 	// scenarios at 100 ms: they are about work bound by waiting, and three
-	// bridges of 256 would be bound by the CPU of a small machine instead.
+	// bridges of 64 would be bound by the CPU of a small machine instead.
 	InFlight int
 	// MaxSends is the bridge's --max-sends. Default 256.
 	MaxSends int
@@ -148,7 +148,7 @@ func Run(ctx context.Context, cfg Config) ([]*Report, error) {
 	var errs []error
 	for i, sc := range chosen {
 		r := &run{cfg: cfg, sc: sc, rnd: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i)))}
-		r.cfg.InFlight = cmp.Or(cfg.InFlight, sc.inFlight, 256)
+		r.cfg.InFlight = cmp.Or(cfg.InFlight, sc.inFlight, 64)
 		rep, err := r.run(ctx)
 		if err != nil {
 			rep.Error = err.Error()

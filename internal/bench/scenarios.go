@@ -47,7 +47,7 @@ type scenario struct {
 	// that every bridge count is measured for about as long.
 	perBridge bool
 	// inFlight is the scenario's --max-in-flight when Config.InFlight is
-	// not set (0: 256).
+	// not set (0: 64).
 	inFlight int
 	// check adds the scenario's targets to a report.
 	check func(cfg Config, r *Report)
