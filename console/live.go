@@ -57,7 +57,7 @@ func (c *Console) named(items []LiveItem) []LiveItem {
 	return items
 }
 
-// name fills in it's template name and channel from the rules in force,
+// name fills in an item's template name and channel from the rules in force,
 // keeping what a result said itself (the rules may have changed since).
 func (c *Console) name(it *LiveItem) {
 	if it.Template == "" {

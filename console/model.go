@@ -224,7 +224,7 @@ type LiveItem struct {
 	EventType   string    `json:"event_type,omitempty"`
 	App         string    `json:"app"`
 	TemplateID  string    `json:"template_id"`
-	Template    string    `json:"template,omitempty"` // its name in the rules, filled when shown
+	Template    string    `json:"template,omitempty"` // its name in the rules: a result's own, else filled when shown
 	// Channel is how the template sends (a result's own, else the rules'
 	// in force, filled when shown): which road reached the person.
 	Channel  string `json:"channel,omitempty"`
