@@ -32,7 +32,8 @@
 //     40003 for an openid not of the account, 40037 for a template that is
 //     not one of its template-message templates, 43004 "require subscribe"
 //     for a user who does not follow, 40013 for a miniprogram appid that is
-//     not one of the emulator's Mini Programs, 47003 naming the field
+//     not one of the emulator's Mini Programs (an empty miniprogram object
+//     opens none, as third-party SDKs send it), 47003 naming the field
 //     ("is empty" or "invalid"; category-template keyword types, const and
 //     12-digit amounts included), 45067 for a client_msg_id over 64 bytes
 //     and 45065 "clientmsgid exist" with the first msgid for a repeat of

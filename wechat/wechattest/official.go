@@ -202,6 +202,13 @@ func (c *call) officialCall() *app {
 func (c *call) officialRequest(req any) (a *app, badBody bool, fail func(code int, msg string)) {
 	body, readErr := c.body()
 	badBody = readErr != nil || json.Unmarshal(body, req) != nil
+	if r, ok := req.(*officialSendRequest); ok && r.MiniProgram != nil && r.MiniProgram.AppID == "" && r.MiniProgram.PagePath == "" {
+		// No jump. The most used Go SDK (github.com/silenceper/wechat/v2)
+		// sends "miniprogram":{"appid":"","pagepath":""} with every
+		// template message that opens none, and its users' messages go
+		// out: WeChat takes it for no mini program (TestThirdPartySDK).
+		r.MiniProgram = nil
+	}
 	if a = c.officialCall(); a == nil {
 		return nil, false, nil
 	}
