@@ -1,6 +1,7 @@
 package wechattest_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"github.com/silenceper/wechat/v2/cache"
 	"github.com/silenceper/wechat/v2/credential"
 	mpconfig "github.com/silenceper/wechat/v2/miniprogram/config"
+	mpmessage "github.com/silenceper/wechat/v2/miniprogram/message"
 	"github.com/silenceper/wechat/v2/miniprogram/subscribe"
 	oaconfig "github.com/silenceper/wechat/v2/officialaccount/config"
 	"github.com/silenceper/wechat/v2/officialaccount/message"
@@ -93,6 +95,64 @@ func TestThirdPartySDK(t *testing.T) {
 			t.Fatalf("templates: %+v, %v", list, err)
 		}
 	})
+
+	// The Mini Program's pushes (popup, sent and change events) go to the
+	// SDK's push receiver, in safe mode, as JSON and as XML.
+	for _, format := range []wechattest.Format{wechattest.JSON, wechattest.XML} {
+		t.Run(fmt.Sprintf("mini program pushes %v", format), func(t *testing.T) {
+			mp := wc.GetMiniProgram(&mpconfig.Config{AppID: appID, AppSecret: secret, Token: pushToken, EncodingAESKey: aesKey, Cache: mem})
+			var mu sync.Mutex
+			var got []string
+			rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, event, data, err := mp.GetMessageReceiver().GetMsgData(r)
+				if err != nil {
+					t.Errorf("the SDK refused a push: %v", err)
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				switch d := data.(type) {
+				case *mpmessage.PushDataSubscribePopup:
+					for _, e := range d.GetSubscribeMsgPopupEvents() {
+						got = append(got, fmt.Sprintf("%s %s %s", event, e.TemplateID, e.SubscribeStatusString))
+					}
+				case *mpmessage.PushDataSubscribeMsgSent:
+					for _, e := range d.GetSubscribeMsgSentEvents() {
+						got = append(got, fmt.Sprintf("%s %s %s %s", event, e.TemplateID, e.ErrorCode, e.ErrorStatus))
+					}
+				case *mpmessage.PushDataSubscribeMsgChange:
+					for _, e := range d.GetSubscribeMsgChangeEvents() {
+						got = append(got, fmt.Sprintf("%s %s %s", event, e.TemplateID, e.SubscribeStatusString))
+					}
+				default:
+					t.Errorf("the SDK read %s as %T", event, data)
+				}
+				_, _ = w.Write([]byte("success"))
+			}))
+			defer rcv.Close()
+			if err := emu.SetCallback(appID, wechattest.Callback{URL: rcv.URL, Token: pushToken, EncodingAESKey: aesKey,
+				Mode: wechattest.Safe, Format: format, SentEvents: true, SentEventDelay: time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+			emu.Subscribe(appID, carolMP, map[string]string{tplOnce: "accept"})
+			msg := &subscribe.Message{ToUser: carolMP, TemplateID: tplOnce,
+				Data: map[string]*subscribe.DataItem{"thing1": {Value: "耳机"}, "time2": {Value: "2026-11-21 10:00"}}}
+			if err := mp.GetSubscribe().Send(msg); err != nil {
+				t.Fatal(err)
+			}
+			emu.Unsubscribe(appID, carolMP, tplOnce)
+			emu.FlushPushes()
+			mu.Lock()
+			defer mu.Unlock()
+			slices.Sort(got)
+			want := []string{"subscribe_msg_change_event " + tplOnce + " reject", "subscribe_msg_popup_event " + tplOnce + " accept",
+				"subscribe_msg_sent_event " + tplOnce + " 0 success"}
+			if !slices.Equal(got, want) {
+				t.Errorf("the SDK read %q, want %q", got, want)
+			}
+		})
+	}
 
 	// The official account's pushes go to the SDK's callback server, in
 	// safe mode: it checks msg_signature and decrypts with its appid.
