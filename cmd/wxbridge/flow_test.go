@@ -858,4 +858,21 @@ func TestRulesReload(t *testing.T) {
 	if r := h.outcomesFor("r-2")["r-2"]; r.Rule != "notice-to-user-v2" || r.Status != "sent" {
 		t.Fatalf("after a refused reload: %+v", r)
 	}
+
+	// An empty file, as an editor leaves it for an instant while it
+	// saves (truncate, then write): refused, not taken for no rules.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(waitLimit)
+	for !strings.Contains(logs.String(), "is empty (being written?)") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the empty file was never refused:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitRule("notice-to-user-v2", true)
+	if len(h.svc.bridge.Rules().Apps) == 0 {
+		t.Fatal("an empty file took the apps away")
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -447,11 +448,21 @@ func (s *service) watchRules(ctx context.Context) {
 			return
 		case <-hup:
 		case <-tick.C:
-			if cur := fileStamp(s.cfg.RulesPath); cur == last {
+			cur := fileStamp(s.cfg.RulesPath)
+			if cur == last {
 				continue
-			} else {
-				last = cur
 			}
+			// A file being written (truncated, then filled) is read once it
+			// holds still, or at the next tick.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(s.cfg.ReloadEvery/4, 250*time.Millisecond)):
+			}
+			if fileStamp(s.cfg.RulesPath) != cur {
+				continue
+			}
+			last = cur
 		}
 		s.reload()
 	}
@@ -459,7 +470,7 @@ func (s *service) watchRules(ctx context.Context) {
 
 // reload loads the rules file and, if it passes, puts it in force.
 func (s *service) reload() bool {
-	set, err := rules.Load(s.cfg.RulesPath)
+	set, err := loadReload(s.cfg.RulesPath)
 	if err != nil {
 		var list rules.ErrorList
 		if errors.As(err, &list) {
@@ -474,6 +485,20 @@ func (s *service) reload() bool {
 	}
 	s.applyRules(set)
 	return true
+}
+
+// loadReload loads the rules for a reload. An empty file is refused: rules
+// meant to send nothing are far less likely than a file caught while it is
+// written, and taking it would drop every rule until the next save.
+func loadReload(path string) (*rules.Set, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	if len(bytes.TrimSpace(src)) == 0 {
+		return nil, fmt.Errorf("%s is empty (being written?)", path)
+	}
+	return rules.Parse(path, src, os.LookupEnv)
 }
 
 // fileStamp changes when the file's content does (a hash: editors and
