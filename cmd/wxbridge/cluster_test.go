@@ -439,7 +439,10 @@ func (b *clusterBridge) start() {
 		"--nats", b.nats, "--nats-user", "wxbridge", "--store", "nats", "--replicas", "3", "--lease-ttl", "2s",
 		"--ack-wait", "10s", "--shutdown-grace", "2s", "--max-in-flight", "32"})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(args), "WXBRIDGE_NATS_PASSWORD="+b.password, "WXBRIDGE_LOG_LEVEL=warn")
+	// With an admin token, the console's read model follows the output
+	// stream too: its reads must fit the README's permissions as well.
+	cmd.Env = append(os.Environ(), childEnv+"="+string(args), "WXBRIDGE_NATS_PASSWORD="+b.password, "WXBRIDGE_LOG_LEVEL=warn",
+		"WXBRIDGE_ADMIN_TOKEN=cluster-admin-token")
 	cmd.Stdout, cmd.Stderr = nil, testWriter{b.t}
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)
