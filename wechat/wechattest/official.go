@@ -218,6 +218,26 @@ func (c *call) officialRequest(req any) (a *app, badBody bool, fail func(code in
 	}
 }
 
+// officialSend starts a message send of an official account (template
+// message or subscription notification): the call's checks, then the daily
+// quota fault (45009) and the body (47001). It returns the app locked, or
+// nil once it has answered.
+func (c *call) officialSend(req *officialSendRequest) (a *app, fail func(code int, msg string)) {
+	a, badBody, fail := c.officialRequest(req)
+	if a == nil {
+		return nil, nil
+	}
+	switch {
+	case c.e.quotaExhausted():
+		fail(45009, "reach max api daily quota limit")
+		return nil, nil
+	case badBody:
+		fail(47001, "data format error")
+		return nil, nil
+	}
+	return a, fail
+}
+
 // templateSend serves POST /cgi-bin/message/template/send
 // (https://developers.weixin.qq.com/doc/service/api/notify/template/api_sendtemplatemessage.html
 // and https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Template_Message_Interface.html).
@@ -241,18 +261,12 @@ func (c *call) officialRequest(req any) (a *app, badBody bool, fail func(code in
 func (c *call) templateSend() {
 	e := c.e
 	var req officialSendRequest
-	a, badBody, fail := c.officialRequest(&req)
+	a, fail := c.officialSend(&req)
 	if a == nil {
 		return
 	}
 	now := e.opts.Now()
 	switch {
-	case e.quotaExhausted():
-		fail(45009, "reach max api daily quota limit")
-		return
-	case badBody:
-		fail(47001, "data format error")
-		return
 	case len(req.ClientMsgID) > maxClientMsgID:
 		fail(45067, "clientmsgid size out of limit")
 		return
@@ -369,16 +383,8 @@ func values(data map[string]keywordField) map[string]string {
 func (c *call) bizSend() {
 	e := c.e
 	var req officialSendRequest
-	a, badBody, fail := c.officialRequest(&req)
+	a, fail := c.officialSend(&req)
 	if a == nil {
-		return
-	}
-	switch {
-	case e.quotaExhausted():
-		fail(45009, "reach max api daily quota limit")
-		return
-	case badBody:
-		fail(47001, "data format error")
 		return
 	}
 	u := a.user(req.ToUser, e.opts.AutoUsers && req.ToUser != "")
